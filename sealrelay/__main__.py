@@ -1,0 +1,6 @@
+from __future__ import annotations
+
+from sealrelay.cli import main
+
+
+raise SystemExit(main())
