@@ -150,12 +150,18 @@ class MessageBus:
                 PolicyAnswer(plugin=impl.plugin_name, policy=cast(Policy | None, answer))
             )
         winner = next((answer for answer in answers if answer.policy is not None), None)
+        rules = [
+            (impl.plugin_name, line)
+            for impl in reversed(self._hook.sealrelay_explain_policy.get_hookimpls())
+            for line in impl.function(**{name: kwargs[name] for name in impl.argnames}) or []
+        ]
         return PolicyExplanation(
             sender=envelope.sender,
             recipient=envelope.recipients[0],
             policy=winner.policy if winner and winner.policy else self.config.default_policy,
             winner=winner.plugin if winner else None,
             answers=tuple(answers),
+            rules=tuple(rules),
         )
 
     # -- outbound -------------------------------------------------------------------------

@@ -163,6 +163,8 @@ class PolicyExplanation:
     #: The plugin whose answer won, or ``None`` when the configured default applied.
     winner: str | None
     answers: tuple[PolicyAnswer, ...] = ()
+    #: Every rule that matched, per plugin, winning rule first (``sealrelay_explain_policy``).
+    rules: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,4 +176,5 @@ class PolicyExplanation:
                 {"plugin": a.plugin, "policy": a.policy.to_dict() if a.policy else None}
                 for a in self.answers
             ],
+            "rules": [{"plugin": plugin, "rule": rule} for plugin, rule in self.rules],
         }

@@ -44,3 +44,21 @@ def sealrelay_lookup_subscriber(address: str) -> Subscriber | None:
 
     Failure semantics: an exception defers the message naming the plugin.
     """
+
+
+@hookspec
+def sealrelay_explain_policy(sender: str, recipient: str, envelope: Envelope) -> list[str] | None:
+    """Describe the rules this plugin matched for the pair, for ``sealrelay policy explain``.
+
+    Called only by ``policy explain`` (never while processing mail), after the resolution
+    itself. Collect-all: each policy source lists what it considered.
+
+    :param sender: the normalised sender.
+    :param recipient: the normalised recipient.
+    :param envelope: an envelope holding just this pair.
+    :returns: one line per matching rule, the one that wins first (e.g.
+        ``"rule 7: *@example.org -> @partners (priority 0)"``), or ``None``/``[]`` when this
+        plugin has no rule for the pair.
+
+    Failure semantics: an exception makes ``policy explain`` fail with the plugin's name.
+    """

@@ -170,6 +170,7 @@ class PolicyExplain(AdminCommand):
         for answer in explanation.answers:
             said = answer.policy.origin or "a policy" if answer.policy else "no opinion"
             lines.append(f"  asked {answer.plugin}: {said}")
+        lines.extend(f"  matched in {plugin}: {rule}" for plugin, rule in explanation.rules)
         return CommandResult(data=explanation.to_dict(), text="\n".join(lines))
 
 

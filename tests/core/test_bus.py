@@ -573,3 +573,25 @@ def test_layers_are_bounded(bus_with, pki):
 
     result = inbound(bus_with(Onion(pki), with_crypto=False), ENVELOPED)
     assert result.decrypted
+
+
+def test_explain_collects_matched_rules_from_every_source(bus_with):
+    class Store:
+        @hookimpl
+        def sealrelay_explain_policy(self, recipient):
+            return [f"rule 2: * -> {recipient}", "rule 9: * -> *"]
+
+    class Silent:
+        @hookimpl
+        def sealrelay_explain_policy(self):
+            return None
+
+    explained = bus_with(Store(), Silent()).explain_policy("a@example.org", "b@example.org")
+    assert explained.rules == (
+        ("test_plugin_2", "rule 2: * -> b@example.org"),
+        ("test_plugin_2", "rule 9: * -> *"),
+    )
+    assert explained.to_dict()["rules"][0] == {
+        "plugin": "test_plugin_2",
+        "rule": "rule 2: * -> b@example.org",
+    }
