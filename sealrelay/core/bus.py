@@ -150,7 +150,7 @@ class MessageBus:
                 PolicyAnswer(plugin=impl.plugin_name, policy=cast(Policy | None, answer))
             )
         winner = next((answer for answer in answers if answer.policy is not None), None)
-        rules = []
+        rules: list[tuple[str, str]] = []
         for impl in reversed(self._hook.sealrelay_explain_policy.get_hookimpls()):
             lines = cast(list[str] | None, impl.function(**{n: kwargs[n] for n in impl.argnames}))
             rules.extend((impl.plugin_name, line) for line in lines or [])
