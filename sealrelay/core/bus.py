@@ -444,7 +444,8 @@ class MessageBus:
         return None
 
     def _harvest(self, sender: str, check: SignatureCheck) -> list[str]:
-        chain = [c for c in check.certificates if c != check.signer_certificate]
+        signer = check.signer_certificate
+        chain = [c for c in check.certificates if signer and c.fingerprint != signer.fingerprint]
         try:
             stored = self._call(
                 "sealrelay_harvest_certificate",

@@ -174,34 +174,27 @@ class CommandRegistry:
             for p in command_class.parameters
             if p.name in params
         }
+        outcome, failure = "error", None
         try:
             command = command_class(**_checked(command_class, params))
             command.validate(context)
             result = command.run(context)
+            outcome = "ok" if result.exit_status == 0 else "failed"
         except SealrelayError as error:
-            self._report(
-                context=context,
-                name=name,
-                params=shown,
-                started=started,
-                outcome="error",
-                error=str(error),
-            )
+            failure = str(error)
             raise
         except Exception as error:
+            failure = f"{type(error).__name__}: {error}"
+            raise
+        finally:
             self._report(
                 context=context,
                 name=name,
                 params=shown,
                 started=started,
-                outcome="error",
-                error=f"{type(error).__name__}: {error}",
+                outcome=outcome,
+                error=failure,
             )
-            raise
-        outcome = "ok" if result.exit_status == 0 else "failed"
-        self._report(
-            context=context, name=name, params=shown, started=started, outcome=outcome, error=None
-        )
         return result
 
     @staticmethod

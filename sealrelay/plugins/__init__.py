@@ -10,4 +10,5 @@ from typing import Final
 BUILTIN_PLUGINS: Final = (
     "sealrelay.plugins.commands_core",
     "sealrelay.plugins.audit_log",
+    "sealrelay.plugins.crypto_smime",
 )

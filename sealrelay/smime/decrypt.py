@@ -1,0 +1,308 @@
+"""Decrypt CMS EnvelopedData and AuthEnvelopedData, DER or BER (indefinite lengths, chunks).
+
+Errors, in the order they are checked:
+
+- `MalformedMessage`: the input is too large, not ASN.1, not an (Auth)EnvelopedData, or its
+  structure or algorithm parameters are broken.
+- `NoMatchingKey`: no RecipientInfo names any of the given keys.
+- `UnsupportedAlgorithm`: a message for us whose content cipher or key management scheme
+  sealrelay does not implement.
+- `DecryptionFailed`: a RecipientInfo named one of our keys, but the content could not be
+  recovered. Every cause raises it with the same message and no chained cause.
+
+No private key is used before the last stage: matching compares identifiers only.
+
+A failed AES-CBC decryption with a wrong key is caught by the padding check only with
+probability 255/256 (as in every CMS implementation); AES-GCM always detects it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+from asn1crypto import algos, cms, core
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from sealrelay.smime.asn1 import ID_AUTH_ENVELOPED_DATA, ID_ENVELOPED_DATA, GCMParameters
+from sealrelay.smime.ber import (
+    CONTEXT,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_OID,
+    TAG_SEQUENCE,
+    TAG_SET,
+    UNIVERSAL,
+    Element,
+    Reader,
+)
+from sealrelay.smime.ciphers import BY_OID, ContentCipher
+from sealrelay.smime.errors import DecryptionFailed, MalformedMessage, UnsupportedAlgorithm
+from sealrelay.smime.recipients import (
+    KeyPair,
+    decryption_candidates,
+    find_recipient,
+    recover_key,
+)
+
+
+__all__ = ["DEFAULT_MAX_SIZE", "DecryptedContent", "KeyPair", "decrypt_content"]
+
+#: Larger inputs are refused before parsing: a relay's message size limit plus base64 slack.
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+_FAILED = "the message could not be decrypted: it is corrupted, forged or not for this key"
+# RFC 5084 §3.2 allows 12 to 16 octet GCM tags; RFC 5084 recommends a 12 octet nonce and
+# cryptography accepts 8 to 128.
+_GCM_TAG_SIZES = range(12, 17)
+_GCM_NONCE_SIZES = range(8, 129)
+
+
+@attrs.frozen
+class DecryptedContent:
+    """The recovered content and how it was protected."""
+
+    content: bytes = attrs.field(repr=False)
+    #: Dotted OID of the encrypted content's type; id-data (1.2.840.113549.1.7.1) for S/MIME.
+    content_type: str
+    #: sealrelay cipher name, e.g. "aes256-gcm", "aes128-cbc", "des-ede3-cbc".
+    cipher: str
+    #: True for AuthEnvelopedData: the content is integrity protected (AES-GCM).
+    authenticated: bool
+    #: How the content key reached us: "rsa-pkcs1v15", "rsa-oaep" or "ecdh".
+    key_management: str
+    #: The certificate of the key that decrypted the message.
+    certificate: x509.Certificate
+
+
+@attrs.frozen(eq=False)
+class _Envelope:
+    authenticated: bool
+    recipient_infos: Any  # cms.RecipientInfos
+    content_type: str
+    algorithm: Any  # algos.EncryptionAlgorithm
+    encrypted_content: Element
+    #: Additional authenticated data: the authAttrs re-tagged as a SET OF (RFC 5083 §2.2).
+    aad: bytes | None
+    mac: bytes | None
+
+
+def decrypt_content(
+    data: bytes | bytearray | memoryview,
+    keys: Sequence[KeyPair],
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> DecryptedContent:
+    """Decrypt a CMS ContentInfo with whichever of `keys` (in order of preference) it names."""
+    view = memoryview(data).cast("B")
+    if len(view) > max_size:
+        raise MalformedMessage(
+            f"encrypted message of {len(view)} bytes exceeds the {max_size}-byte limit"
+        )
+    candidates = decryption_candidates(keys)
+    # Generous for real CMS (openssl and gpgsm chunk by 4 KiB, each nesting level walks the
+    # chunks again), tight for a flood of tiny elements.
+    reader = Reader(view, max_reads=100_000 + len(view) // 64)
+    with _asn1_errors():
+        envelope = _parse(reader)
+        match = find_recipient(envelope.recipient_infos, candidates)
+        cipher, iv = _content_cipher(envelope)
+    cek = recover_key(match, cipher.key_size)
+    if envelope.mac is not None:
+        content = _decrypt_gcm(
+            reader, envelope=envelope, cipher=cipher, cek=cek, nonce=iv, tag=envelope.mac
+        )
+    else:
+        content = _decrypt_cbc(reader, envelope.encrypted_content, cipher, cek, iv)
+    return DecryptedContent(
+        content=content,
+        content_type=envelope.content_type,
+        cipher=cipher.name,
+        authenticated=envelope.authenticated,
+        key_management=match.scheme,
+        certificate=match.certificate,
+    )
+
+
+@contextmanager
+def _asn1_errors() -> Iterator[None]:
+    # asn1crypto parses lazily and reports broken input with whichever builtin error the
+    # failing accessor met; all of them mean the same thing here.
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise MalformedMessage(f"malformed CMS structure: {exc}") from None
+
+
+class _Fields:
+    """The elements of a SEQUENCE, taken in order with optional ones skipped over."""
+
+    def __init__(self, reader: Reader, parent: Element, max_count: int) -> None:
+        if not parent.constructed:
+            raise MalformedMessage("expected a constructed ASN.1 element")
+        self._elements: list[Element] = []
+        for child in reader.children(parent):
+            if len(self._elements) == max_count:
+                raise MalformedMessage("ASN.1 SEQUENCE has more fields than allowed")
+            self._elements.append(child)
+        self._next = 0
+
+    def take(self, tag_class: int, tag: int, *, optional: bool = False) -> Element | None:
+        if self._next < len(self._elements) and self._elements[self._next].is_(tag_class, tag):
+            self._next += 1
+            return self._elements[self._next - 1]
+        if optional:
+            return None
+        raise MalformedMessage(f"ASN.1 field missing or out of order (expected tag {tag})")
+
+    def require(self, tag_class: int, tag: int) -> Element:
+        element = self.take(tag_class, tag)
+        assert element is not None  # noqa: S101 -- take() raises for a required field
+        return element
+
+    def end(self) -> None:
+        if self._next != len(self._elements):
+            raise MalformedMessage("unexpected field at the end of an ASN.1 SEQUENCE")
+
+
+def _oid(reader: Reader, element: Element) -> str:
+    if element.constructed:
+        raise MalformedMessage("constructed OBJECT IDENTIFIER")
+    return str(core.ObjectIdentifier.load(reader.bytes_of(element)).dotted)
+
+
+def _parse(reader: Reader) -> _Envelope:
+    top = reader.element(0, len(reader.buf))
+    if top.end != len(reader.buf):
+        raise MalformedMessage("data follows the end of the CMS ContentInfo")
+    if not top.is_(UNIVERSAL, TAG_SEQUENCE):
+        raise MalformedMessage("not a CMS ContentInfo")
+    content_info = _Fields(reader, top, 2)
+    content_type = _oid(reader, content_info.require(UNIVERSAL, TAG_OID))
+    wrapper = content_info.require(CONTEXT, 0)
+    content_info.end()
+    if content_type not in (ID_ENVELOPED_DATA, ID_AUTH_ENVELOPED_DATA):
+        raise MalformedMessage(
+            f"CMS content type {content_type} is not EnvelopedData or AuthEnvelopedData"
+        )
+    authenticated = content_type == ID_AUTH_ENVELOPED_DATA
+    explicit = _Fields(reader, wrapper, 1)
+    body = _Fields(reader, explicit.require(UNIVERSAL, TAG_SEQUENCE), 7)
+    explicit.end()
+
+    body.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the fields that follow
+    body.take(CONTEXT, 0, optional=True)  # originatorInfo: certificates we do not need
+    recipient_infos = cms.RecipientInfos.load(reader.definite(body.require(UNIVERSAL, TAG_SET)))
+    encrypted_content_info = _Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 3)
+    aad = mac = None
+    if authenticated:
+        auth_attrs = body.take(CONTEXT, 1, optional=True)
+        if auth_attrs is not None:
+            if auth_attrs.indefinite:
+                raise MalformedMessage("AuthEnvelopedData authAttrs are not DER encoded")
+            aad = b"\x31" + reader.bytes_of(auth_attrs)[1:]
+        mac_element = body.require(UNIVERSAL, TAG_OCTET_STRING)
+        mac = b"".join(reader.octet_string_chunks(mac_element))
+        body.take(CONTEXT, 2, optional=True)  # unauthAttrs
+    else:
+        body.take(CONTEXT, 1, optional=True)  # unprotectedAttrs
+    body.end()
+
+    inner_type = _oid(reader, encrypted_content_info.require(UNIVERSAL, TAG_OID))
+    algorithm = algos.EncryptionAlgorithm.load(
+        reader.definite(encrypted_content_info.require(UNIVERSAL, TAG_SEQUENCE))
+    )
+    encrypted = encrypted_content_info.take(CONTEXT, 0, optional=True)
+    encrypted_content_info.end()
+    if encrypted is None:
+        raise MalformedMessage("the message carries no encrypted content (detached content)")
+    return _Envelope(authenticated, recipient_infos, inner_type, algorithm, encrypted, aad, mac)
+
+
+def _content_cipher(envelope: _Envelope) -> tuple[ContentCipher, bytes]:
+    """The content cipher and its IV or nonce."""
+    oid = envelope.algorithm["algorithm"].dotted
+    cipher = BY_OID.get(oid)
+    if cipher is None:
+        name = envelope.algorithm["algorithm"].native
+        raise UnsupportedAlgorithm(f"content encryption algorithm {name} is not supported")
+    if cipher.authenticated != envelope.authenticated:
+        kind = "AuthEnvelopedData" if envelope.authenticated else "EnvelopedData"
+        raise MalformedMessage(f"{cipher.name} cannot be used in {kind}")
+    if cipher.authenticated:
+        params = GCMParameters.load(envelope.algorithm["parameters"].dump())
+        nonce = bytes(params["aes_nonce"].native)
+        tag_size = int(params["aes_icvlen"].native)
+        if len(nonce) not in _GCM_NONCE_SIZES or tag_size not in _GCM_TAG_SIZES:
+            raise MalformedMessage("AES-GCM nonce or tag length is out of range")
+        if envelope.mac is None or len(envelope.mac) != tag_size:
+            raise MalformedMessage("AuthEnvelopedData mac does not have the announced length")
+        return cipher, nonce
+    iv = core.OctetString.load(envelope.algorithm["parameters"].dump()).native
+    if not isinstance(iv, bytes) or len(iv) != cipher.block_size:
+        raise MalformedMessage(f"{cipher.name} IV must be {cipher.block_size} bytes")
+    return cipher, iv
+
+
+def _ciphertext_size(reader: Reader, element: Element) -> int:
+    return sum(len(chunk) for chunk in reader.octet_string_chunks(element))
+
+
+def _decrypt_cbc(
+    reader: Reader, element: Element, cipher: ContentCipher, cek: bytes, iv: bytes
+) -> bytes:
+    size = _ciphertext_size(reader, element)
+    block = cipher.block_size
+    if size == 0 or size % block:
+        raise DecryptionFailed(_FAILED)
+    # update_into needs one block of room beyond the data it is given.
+    out = bytearray(size + block)
+    view = memoryview(out)
+    decryptor = Cipher(cipher.algorithm(cek), modes.CBC(iv)).decryptor()
+    written = 0
+    for chunk in reader.octet_string_chunks(element):
+        written += decryptor.update_into(chunk, view[written:])
+    decryptor.finalize()
+    # Unpad only the last block, with cryptography's constant-time unpadder.
+    unpadder = padding.PKCS7(block * 8).unpadder()
+    try:
+        last = unpadder.update(bytes(view[written - block : written])) + unpadder.finalize()
+    except ValueError:
+        raise DecryptionFailed(_FAILED) from None
+    view.release()
+    out[written - block :] = last
+    return bytes(out)
+
+
+def _decrypt_gcm(
+    reader: Reader,
+    *,
+    envelope: _Envelope,
+    cipher: ContentCipher,
+    cek: bytes,
+    nonce: bytes,
+    tag: bytes,
+) -> bytes:
+    size = _ciphertext_size(reader, envelope.encrypted_content)
+    out = bytearray(size + cipher.block_size)
+    view = memoryview(out)
+    decryptor = Cipher(
+        cipher.algorithm(cek), modes.GCM(nonce, tag, min_tag_length=len(tag))
+    ).decryptor()
+    if envelope.aad is not None:
+        decryptor.authenticate_additional_data(envelope.aad)
+    written = 0
+    for chunk in reader.octet_string_chunks(envelope.encrypted_content):
+        written += decryptor.update_into(chunk, view[written:])
+    try:
+        decryptor.finalize()
+    except InvalidTag:
+        raise DecryptionFailed(_FAILED) from None
+    view.release()
+    del out[written:]
+    return bytes(out)

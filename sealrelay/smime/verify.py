@@ -1,0 +1,597 @@
+"""Verification of S/MIME signatures: clear (multipart/signed) and opaque (pkcs7-mime).
+
+Three independent checks, each "ok" or a reason code (DESIGN.md section 4):
+- crypto: the signature value over the signed attributes *as received* and the messageDigest
+  of the content (content-altered, bad-signature, weak-algorithm, ...);
+- chain: a path to the caller's trust anchors, validity, revocation, EKU (`chain.py`);
+- address: the expected sender address in the signer certificate.
+
+Malformed input of any kind raises `MalformedMessage`; a well-formed but wrong signature is a
+result with status "invalid", never an exception.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+from collections.abc import Sequence
+from typing import Any, Literal, cast
+
+import attrs
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import NameOID
+
+from sealrelay.smime.algorithms import VERIFY_DIGESTS, WEAK_DIGESTS, decode_capabilities
+from sealrelay.smime.chain import Revocation, validate_signer
+from sealrelay.smime.errors import MalformedMessage
+from sealrelay.smime.mime import (
+    get_header,
+    parse_multipart_signed,
+    parse_pkcs7_mime,
+    smime_kind,
+    split_entity,
+)
+
+
+#: How far a signing time may lie in the future before the signature is refused.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 256
+
+_RSA_PKCS1 = "1.2.840.113549.1.1.1"
+_RSA_PSS = "1.2.840.113549.1.1.10"
+_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+_ED25519 = "1.3.101.112"
+# Signature algorithm OID -> (scheme, digest fixed by the OID or None: from digestAlgorithm).
+_SIGNATURE_ALGORITHMS: dict[str, tuple[str, str | None]] = {
+    _RSA_PKCS1: ("rsa", None),
+    "1.2.840.113549.1.1.4": ("rsa", "md5"),
+    "1.2.840.113549.1.1.5": ("rsa", "sha1"),
+    "1.2.840.113549.1.1.14": ("rsa", "sha224"),
+    "1.2.840.113549.1.1.11": ("rsa", "sha256"),
+    "1.2.840.113549.1.1.12": ("rsa", "sha384"),
+    "1.2.840.113549.1.1.13": ("rsa", "sha512"),
+    _RSA_PSS: ("pss", None),
+    _EC_PUBLIC_KEY: ("ecdsa", None),
+    "1.2.840.10045.4.1": ("ecdsa", "sha1"),
+    "1.2.840.10045.4.3.1": ("ecdsa", "sha224"),
+    "1.2.840.10045.4.3.2": ("ecdsa", "sha256"),
+    "1.2.840.10045.4.3.3": ("ecdsa", "sha384"),
+    "1.2.840.10045.4.3.4": ("ecdsa", "sha512"),
+    _ED25519: ("ed25519", None),
+}
+
+Status = Literal["valid", "invalid"]
+
+
+@attrs.frozen
+class VerificationResult:
+    """The outcome for one signed entity; `reason` is the first of crypto, chain, address
+    that is not "ok" (address "not-checked" does not fail)."""
+
+    status: Status
+    reason: str | None
+    crypto: str
+    chain: str
+    address: str
+    revocation: Revocation
+    signer: str | None  # the certificate's first e-mail address, else its subject
+    signer_certificate: x509.Certificate | None
+    certificates: tuple[x509.Certificate, ...]  # every certificate the message carried
+    capabilities: tuple[str, ...]  # the signer's SMIMECapabilities, as sealrelay cipher names
+    signing_time: datetime.datetime | None
+    mode: Literal["clear", "opaque"]
+    digest: str | None
+    detail: str | None  # a sentence explaining `reason`, for logs and the console
+    content: bytes = attrs.field(repr=False)  # the signed entity (opaque: the encapsulated one)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _SignerInfo:
+    sid_issuer: object | None  # asn1crypto Name, compared with asn1crypto's own equality
+    sid_serial: int | None
+    sid_key_id: bytes | None
+    digest: str  # asn1crypto name or dotted OID
+    signature_oid: str
+    pss_params: algos.RSASSAPSSParams | None
+    signature: bytes
+    signed_attrs: bytes | None  # re-tagged as SET: the bytes the signature covers
+    content_type: str | None
+    message_digest: bytes | None
+    signing_time: datetime.datetime | None
+    capabilities: tuple[str, ...]
+
+
+@attrs.frozen
+class _SignedData:
+    econtent: bytes | None
+    certificates: tuple[tuple[object, x509.Certificate], ...]  # (asn1crypto, cryptography)
+    signer_infos: tuple[_SignerInfo, ...]
+
+
+def _single(values: list[Any], what: str) -> Any:
+    if len(values) != 1:
+        raise MalformedMessage(f"signed attribute {what} must occur once with one value")
+    return values[0]
+
+
+def _attribute_values(signed_attrs: cms.CMSAttributes) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {}
+    for attribute in signed_attrs:
+        kind = attribute["type"].dotted
+        if kind in values:
+            raise MalformedMessage(f"signed attribute {kind} occurs twice")
+        values[kind] = list(attribute["values"])
+    return values
+
+
+def _capabilities(values: list[Any]) -> tuple[str, ...]:
+    # Only a hint for choosing a cipher later: a garbled one is ignored, not fatal.
+    try:
+        return decode_capabilities(values[0]) if len(values) == 1 else ()
+    except (ValueError, TypeError, KeyError):
+        return ()
+
+
+def _parse_signer_info(info: cms.SignerInfo) -> _SignerInfo:
+    sid = info["sid"]
+    issuer = serial = key_id = None
+    if sid.name == "issuer_and_serial_number":
+        issuer = sid.chosen["issuer"]
+        issuer.native  # noqa: B018 -- parse now so that a bad name fails here
+        serial = int(sid.chosen["serial_number"].native)
+    else:
+        key_id = bytes(sid.chosen.native)
+    signature_algorithm = info["signature_algorithm"]
+    signature_oid = signature_algorithm["algorithm"].dotted
+    pss_params = None
+    if signature_oid == _RSA_PSS:
+        pss_params = signature_algorithm["parameters"]
+        pss_params.native  # noqa: B018 -- parse now so that bad parameters fail here
+    raw_attrs = content_type = message_digest = signing_time = None
+    capabilities: tuple[str, ...] = ()
+    if not isinstance(info["signed_attrs"], core.Void):
+        received = info["signed_attrs"].dump()
+        # The signature covers the SET OF encoding of the received bytes (RFC 5652 5.4).
+        raw_attrs = b"\x31" + received[1:]
+        values = _attribute_values(info["signed_attrs"])
+        if "1.2.840.113549.1.9.3" in values:
+            oid = _single(values["1.2.840.113549.1.9.3"], "contentType")
+            content_type = cast(str, oid.dotted)
+        if "1.2.840.113549.1.9.4" in values:
+            digest_value = _single(values["1.2.840.113549.1.9.4"], "messageDigest")
+            message_digest = bytes(digest_value.native)
+        if "1.2.840.113549.1.9.5" in values:
+            when = _single(values["1.2.840.113549.1.9.5"], "signingTime")
+            signing_time = cast(datetime.datetime, when.native)
+        capabilities = _capabilities(values.get("1.2.840.113549.1.9.15", []))
+    digest = info["digest_algorithm"]["algorithm"]
+    return _SignerInfo(
+        sid_issuer=issuer,
+        sid_serial=serial,
+        sid_key_id=key_id,
+        digest=digest.native if digest.native in VERIFY_DIGESTS else digest.dotted,
+        signature_oid=signature_oid,
+        pss_params=pss_params,
+        signature=bytes(info["signature"].native),
+        signed_attrs=raw_attrs,
+        content_type=content_type,
+        message_digest=message_digest,
+        signing_time=signing_time,
+        capabilities=capabilities,
+    )
+
+
+def _load_certificate(asn1_cert: asn1_x509.Certificate) -> x509.Certificate | None:
+    """The certificate, or None if it is broken: cryptography parses fields lazily, so every
+    field used later is touched here rather than failing in the middle of path building."""
+    try:
+        if asn1_cert.serial_number <= 0:
+            return None  # forbidden by RFC 5280; cryptography warns now and will refuse later
+        cert = x509.load_der_x509_certificate(asn1_cert.dump())
+        for field in ("subject", "issuer", "extensions", "not_valid_before_utc"):
+            getattr(cert, field)
+    except (ValueError, TypeError):
+        return None
+    return cert
+
+
+def _parse_certificates(signed: cms.SignedData) -> tuple[tuple[object, x509.Certificate], ...]:
+    certificates = []
+    for choice in signed["certificates"] or []:
+        # attribute certificates and other formats play no part in S/MIME
+        cert = _load_certificate(choice.chosen) if choice.name == "certificate" else None
+        if cert is not None:
+            certificates.append((choice.chosen, cert))
+    return tuple(certificates)
+
+
+def _parse_signed_data(der: bytes) -> _SignedData:
+    """Eagerly parses everything verification needs: asn1crypto parses lazily, so every access
+    happens here, inside the one place that turns parse failures into MalformedMessage."""
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].dotted != "1.2.840.113549.1.7.2":
+            raise MalformedMessage(f"CMS content is {info['content_type'].native}, not signed-data")
+        signed = info["content"]
+        encap = signed["encap_content_info"]
+        if encap["content_type"].dotted != "1.2.840.113549.1.7.1":
+            raise MalformedMessage(f"signed content is {encap['content_type'].native}, not data")
+        econtent = encap["content"].native if encap["content"].native is not None else None
+        signer_infos = tuple(_parse_signer_info(si) for si in signed["signer_infos"])
+        certificates = _parse_certificates(signed)
+    except MalformedMessage:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise MalformedMessage(f"malformed CMS SignedData: {exc}") from None
+    except RecursionError:
+        raise MalformedMessage("malformed CMS SignedData: nested too deeply") from None
+    if not signer_infos:
+        raise MalformedMessage("CMS SignedData without any signer")
+    return _SignedData(econtent, certificates, signer_infos)
+
+
+# --- the signature itself ------------------------------------------------------------------
+
+
+class _CryptoFailure(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _hash(name: str) -> hashes.HashAlgorithm:
+    return VERIFY_DIGESTS[name]()
+
+
+def _pss_padding(params: algos.RSASSAPSSParams | None) -> tuple[padding.PSS, str]:
+    if params is None:
+        raise _CryptoFailure("bad-signature", "RSASSA-PSS without parameters")
+    hash_name = params["hash_algorithm"]["algorithm"].native
+    mgf = params["mask_gen_algorithm"]
+    if mgf["algorithm"].native != "mgf1" or params["trailer_field"].native != "trailer_field_bc":
+        raise _CryptoFailure(
+            "unsupported-algorithm", "RSASSA-PSS with a mask generation other than MGF1"
+        )
+    mgf_hash = mgf["parameters"]["algorithm"].native
+    if hash_name not in VERIFY_DIGESTS or mgf_hash not in VERIFY_DIGESTS:
+        raise _CryptoFailure("unsupported-algorithm", f"RSASSA-PSS with {hash_name}/{mgf_hash}")
+    pss = padding.PSS(
+        mgf=padding.MGF1(_hash(mgf_hash)), salt_length=int(params["salt_length"].native)
+    )
+    return pss, hash_name
+
+
+def _check_signature(key: PublicKeyTypes, si: _SignerInfo, data: bytes) -> str:
+    """Verifies si.signature over `data`; returns the hash name used (for the weakness check)."""
+    scheme, fixed_hash = _SIGNATURE_ALGORITHMS.get(si.signature_oid, ("", None))
+    hash_name = fixed_hash or si.digest
+    try:
+        if scheme == "rsa" and isinstance(key, rsa.RSAPublicKey) and hash_name in VERIFY_DIGESTS:
+            key.verify(si.signature, data, padding.PKCS1v15(), _hash(hash_name))
+        elif scheme == "pss" and isinstance(key, rsa.RSAPublicKey):
+            pss, hash_name = _pss_padding(si.pss_params)
+            key.verify(si.signature, data, pss, _hash(hash_name))
+        elif (
+            scheme == "ecdsa"
+            and isinstance(key, ec.EllipticCurvePublicKey)
+            and hash_name in VERIFY_DIGESTS
+        ):
+            key.verify(si.signature, data, ec.ECDSA(_hash(hash_name)))
+        elif scheme == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(si.signature, data)
+            hash_name = "sha512"
+        elif scheme == "":
+            raise _CryptoFailure("unsupported-algorithm", f"signature algorithm {si.signature_oid}")
+        else:
+            raise _CryptoFailure(
+                "bad-signature",
+                f"signature algorithm {si.signature_oid} ({hash_name}) does not fit the signer key",
+            )
+    except InvalidSignature:
+        raise _CryptoFailure("bad-signature", "the signature value does not verify") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. absurd PSS parameters
+        raise _CryptoFailure("bad-signature", f"unusable signature parameters: {exc}") from None
+    except UnsupportedAlgorithm as exc:
+        raise _CryptoFailure("weak-algorithm", f"algorithm refused by the backend: {exc}") from None
+    return hash_name
+
+
+def _weakness(key: PublicKeyTypes, digest: str, signature_hash: str) -> str | None:
+    if digest in WEAK_DIGESTS or signature_hash in WEAK_DIGESTS:
+        return f"signed with {digest if digest in WEAK_DIGESTS else signature_hash}"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"RSA key of {key.key_size} bits"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.key_size < MIN_EC_BITS:
+        return f"EC key of {key.key_size} bits"
+    return None
+
+
+def _check_crypto(
+    si: _SignerInfo, cert: x509.Certificate, content: bytes, at: datetime.datetime
+) -> None:
+    """Raises _CryptoFailure with the reason code of the first failing check."""
+    if si.digest not in VERIFY_DIGESTS:
+        raise _CryptoFailure("unsupported-algorithm", f"digest algorithm {si.digest}")
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise _CryptoFailure("unsupported-algorithm", f"signer key: {exc}") from None
+    if si.signed_attrs is None:
+        signed_bytes = content
+    else:
+        if si.content_type != "1.2.840.113549.1.7.1" or si.message_digest is None:
+            raise _CryptoFailure("bad-signature", "contentType or messageDigest attribute missing")
+        hasher = hashes.Hash(_hash(si.digest))
+        hasher.update(content)
+        if hasher.finalize() != si.message_digest:
+            raise _CryptoFailure("content-altered", "the content does not match its messageDigest")
+        signed_bytes = si.signed_attrs
+    signature_hash = _check_signature(key, si, signed_bytes)
+    weakness = _weakness(key, si.digest, signature_hash)
+    if weakness is not None:
+        raise _CryptoFailure("weak-algorithm", weakness)
+    if si.signing_time is not None and si.signing_time > at + CLOCK_SKEW:
+        raise _CryptoFailure("signing-time-in-future", f"signing time {si.signing_time} is ahead")
+
+
+# --- certificates and addresses ------------------------------------------------------------
+
+
+def _find_signer(
+    si: _SignerInfo, certificates: Sequence[tuple[object, x509.Certificate]]
+) -> x509.Certificate | None:
+    for asn1_cert, cert in certificates:
+        if si.sid_key_id is not None:
+            try:
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            except (x509.ExtensionNotFound, ValueError):
+                continue
+            if ski.value.digest == si.sid_key_id:
+                return cert
+        elif cert.serial_number == si.sid_serial and _same_name(asn1_cert, si.sid_issuer):
+            return cert
+    return None
+
+
+def _same_name(asn1_cert: object, sid_issuer: object) -> bool:
+    # asn1crypto compares names as RFC 5280 7.1 says (case and string types normalised).
+    try:
+        return bool(asn1_cert.issuer == sid_issuer)  # type: ignore[attr-defined]
+    except (ValueError, TypeError):
+        return False
+
+
+def certificate_addresses(cert: x509.Certificate) -> list[str]:
+    """The e-mail addresses of a certificate: SAN rfc822Name first, then subject emailAddress."""
+    addresses: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        addresses.extend(san.value.get_values_for_type(x509.RFC822Name))
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    for attribute in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
+        if isinstance(attribute.value, str):
+            addresses.append(attribute.value)
+    return addresses
+
+
+def _normalise(address: str) -> str:
+    # RFC 5321: the local part may be case-sensitive, the domain never is.
+    local, at, domain = address.strip().rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else address.strip()
+
+
+def _check_address(cert: x509.Certificate, expected: str | None) -> tuple[str, str | None]:
+    if expected is None:
+        return "not-checked", None
+    if not expected:
+        return "address-mismatch", "the message has no From address to compare"
+    addresses = certificate_addresses(cert)
+    if not addresses:
+        return "no-address-in-cert", "the signer certificate names no e-mail address"
+    if _normalise(expected) in {_normalise(a) for a in addresses}:
+        return "ok", None
+    return "address-mismatch", f"{expected} is not in the certificate ({', '.join(addresses)})"
+
+
+def _signer_name(cert: x509.Certificate) -> str:
+    addresses = certificate_addresses(cert)
+    return addresses[0] if addresses else cert.subject.rfc4514_string()
+
+
+# --- putting it together -------------------------------------------------------------------
+
+
+def _to_cryptography_certificates(
+    certificates: Sequence[x509.Certificate],
+) -> tuple[tuple[object, x509.Certificate], ...]:
+    return tuple(
+        (asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)), c)
+        for c in certificates
+    )
+
+
+def _verify_one(
+    si: _SignerInfo,
+    signed: _SignedData,
+    content: bytes,
+    *,
+    mode: Literal["clear", "opaque"],
+    trust_anchors: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList],
+    extra_certificates: Sequence[x509.Certificate],
+    expected_address: str | None,
+    at: datetime.datetime,
+) -> VerificationResult:
+    carried = tuple(cert for _, cert in signed.certificates)
+    cert = _find_signer(si, signed.certificates) or _find_signer(
+        si, _to_cryptography_certificates(extra_certificates)
+    )
+    common = {
+        "certificates": carried,
+        "capabilities": si.capabilities,
+        "signing_time": si.signing_time,
+        "mode": mode,
+        "digest": si.digest,
+        "content": content,
+    }
+    if cert is None:
+        return VerificationResult(
+            status="invalid",
+            reason="no-signer-certificate",
+            crypto="no-signer-certificate",
+            chain="untrusted",
+            address="not-checked",
+            revocation="unknown",
+            signer=None,
+            signer_certificate=None,
+            detail="the signer's certificate is neither in the message nor known",
+            **common,  # type: ignore[arg-type]
+        )
+    crypto, crypto_detail = "ok", None
+    try:
+        _check_crypto(si, cert, content, at)
+    except _CryptoFailure as failure:
+        crypto, crypto_detail = failure.code, failure.detail
+    chain = validate_signer(
+        cert,
+        trust_anchors=trust_anchors,
+        intermediates=[*carried, *extra_certificates],
+        crls=crls,
+        at=at,
+    )
+    address, address_detail = _check_address(cert, expected_address)
+    failures = [
+        (code, detail)
+        for code, detail in (
+            (crypto, crypto_detail),
+            (chain.status, chain.detail),
+            (address, address_detail),
+        )
+        if code not in ("ok", "not-checked")
+    ]
+    reason, detail = failures[0] if failures else (None, None)
+    return VerificationResult(
+        status="invalid" if failures else "valid",
+        reason=reason,
+        crypto=crypto,
+        chain=chain.status,
+        address=address,
+        revocation=chain.revocation,
+        signer=_signer_name(cert),
+        signer_certificate=cert,
+        detail=detail,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def verify_signed_data(
+    der: bytes,
+    detached_content: bytes | None,
+    *,
+    trust_anchors: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    extra_certificates: Sequence[x509.Certificate] = (),
+    expected_address: str | None,
+    at: datetime.datetime | None = None,
+) -> VerificationResult:
+    """Verifies a CMS SignedData (DER or BER). `detached_content` is the signed content for a
+    detached signature (None: the content is encapsulated). `extra_certificates` help find the
+    signer and intermediates (e.g. from a certificate store) but are never trust anchors.
+
+    With several signers, the first valid one is reported, else the first one.
+    """
+    signed = _parse_signed_data(der)
+    mode: Literal["clear", "opaque"] = "opaque" if detached_content is None else "clear"
+    content = detached_content if detached_content is not None else signed.econtent
+    if content is None:
+        raise MalformedMessage("detached signature without the signed content")
+    moment = at or datetime.datetime.now(datetime.UTC)
+    results = [
+        _verify_one(
+            si,
+            signed,
+            content,
+            mode=mode,
+            trust_anchors=trust_anchors,
+            crls=crls,
+            extra_certificates=extra_certificates,
+            expected_address=expected_address,
+            at=moment,
+        )
+        for si in signed.signer_infos
+    ]
+    return next((r for r in results if r.status == "valid"), results[0])
+
+
+def verify_entity(
+    entity: bytes,
+    *,
+    trust_anchors: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    extra_certificates: Sequence[x509.Certificate] = (),
+    expected_address: str | None,
+    at: datetime.datetime | None = None,
+) -> VerificationResult:
+    """Verifies a multipart/signed or application/pkcs7-mime signed-data entity (or message).
+
+    Bare-LF input is canonicalised to CRLF before the clear-signed part is digested.
+    `expected_address` None skips the address check (reported as "not-checked").
+    """
+    kind = smime_kind(entity)
+    if kind == "multipart-signed":
+        clear = parse_multipart_signed(entity)
+        der, detached = clear.signature, clear.content
+    elif kind in ("signed-data", ""):
+        der, detached = parse_pkcs7_mime(entity).der, None
+    else:
+        raise MalformedMessage(f"not a signed S/MIME entity (smime-type {kind!r})")
+    return verify_signed_data(
+        der,
+        detached,
+        trust_anchors=trust_anchors,
+        crls=crls,
+        extra_certificates=extra_certificates,
+        expected_address=expected_address,
+        at=at,
+    )
+
+
+def sender_address(message: bytes) -> str | None:
+    """The first address of the From field, or None."""
+    value = get_header(split_entity(message)[0], "From")
+    if value is None:
+        return None
+    addresses = [addr for _, addr in email.utils.getaddresses([value]) if "@" in addr]
+    return addresses[0] if addresses else None
+
+
+def verify_message(
+    message: bytes,
+    *,
+    trust_anchors: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    extra_certificates: Sequence[x509.Certificate] = (),
+    at: datetime.datetime | None = None,
+) -> VerificationResult:
+    """Verifies a signed RFC 5322 message, binding the signature to its From address."""
+    address = sender_address(message)
+    return verify_entity(
+        message,
+        trust_anchors=trust_anchors,
+        crls=crls,
+        extra_certificates=extra_certificates,
+        expected_address=address or "",
+        at=at,
+    )

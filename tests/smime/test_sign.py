@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from asn1crypto import cms
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from sealrelay.smime.errors import SigningError
+from sealrelay.smime.mime import (
+    get_header,
+    parse_multipart_signed,
+    parse_pkcs7_mime,
+    split_entity,
+)
+from sealrelay.smime.sign import Signer, sign_entity, sign_message, signed_data
+from sealrelay.smime.verify import verify_entity, verify_message
+from tests.pki import TestPKI
+
+
+MESSAGE = (
+    "From: {address}\r\nTo: bob@example.org\r\nSubject: Grüße\r\nMIME-Version: 1.0\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    "Hällo Bob,  \r\n-- \r\nAlice\r\n"
+)
+KEY_TYPES = ["rsa2048", "rsa3072", "p256", "p384", "ed25519"]
+
+
+def signer_for(pki: TestPKI, name: str, **kwargs: Any) -> Signer:
+    identity = getattr(pki, name)
+    return Signer(identity.key, identity.cert, identity.chain, **kwargs)
+
+
+def _signer_info(der: bytes) -> Any:
+    return cms.ContentInfo.load(der)["content"]["signer_infos"][0]
+
+
+def _der_of(signed: bytes) -> bytes:
+    if b"multipart/signed" in split_entity(signed)[0]:
+        return parse_multipart_signed(signed).signature
+    return parse_pkcs7_mime(signed).der
+
+
+@pytest.mark.parametrize("mode", ["clear", "opaque"])
+@pytest.mark.parametrize("name", KEY_TYPES)
+def test_signed_message_verifies_for_every_key_type(pki, name, mode):
+    address = getattr(pki, name).address
+    message = MESSAGE.format(address=address).encode()
+    signed = sign_message(message, signer_for(pki, name), mode=mode)
+    result = verify_message(signed, trust_anchors=pki.trust_anchors(), crls=[pki.crl, pki.root_crl])
+    assert (result.status, result.reason) == ("valid", None)
+    assert (result.crypto, result.chain, result.address, result.revocation) == (
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+    )
+    assert result.signer == address
+    assert result.mode == mode
+    assert result.signer_certificate == getattr(pki, name).cert
+    assert result.digest == ("sha512" if name == "ed25519" else "sha256")
+    assert b"H=C3=A4llo Bob, =20\r\n--=20\r\nAlice\r\n" in result.content
+
+
+@pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("padding", ["pkcs1v15", "pss"])
+def test_rsa_digests_and_paddings(pki, digest, padding):
+    signer = signer_for(pki, "rsa3072", digest=digest, rsa_padding=padding)
+    signed = sign_entity(b"Content-Type: text/plain\r\n\r\nx\r\n", signer)
+    assert f"micalg=sha-{digest[3:]}" in str(get_header(split_entity(signed)[0], "Content-Type"))
+    result = verify_entity(signed, trust_anchors=pki.trust_anchors(), expected_address=None)
+    assert (result.status, result.address, result.digest) == ("valid", "not-checked", digest)
+    algorithm = _signer_info(_der_of(signed))["signature_algorithm"]
+    if padding == "pss":
+        params = algorithm["parameters"]
+        assert algorithm["algorithm"].native == "rsassa_pss"
+        assert params["hash_algorithm"]["algorithm"].native == digest
+        assert params["mask_gen_algorithm"]["parameters"]["algorithm"].native == digest
+        assert params["salt_length"].native == int(digest[3:]) // 8
+    else:
+        assert algorithm["algorithm"].dotted == "1.2.840.113549.1.1.1"
+
+
+def test_ed25519_follows_rfc8419(pki):
+    signer = signer_for(pki, "ed25519", digest="sha256")
+    assert signer.effective_digest == "sha512"
+    der = signed_data(b"content", signer, detached=False)
+    signed = cms.ContentInfo.load(der)["content"]
+    assert [d["algorithm"].native for d in signed["digest_algorithms"]] == ["sha512"]
+    info = signed["signer_infos"][0]
+    assert info["signature_algorithm"]["algorithm"].dotted == "1.3.101.112"
+    assert info["digest_algorithm"]["algorithm"].native == "sha512"
+
+
+def test_signed_data_structure(pki):
+    moment = datetime.datetime(2030, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    der = signed_data(
+        b"hello",
+        signer_for(pki, "p256", digest="sha384"),
+        detached=True,
+        capabilities=("aes256-gcm", "aes128-cbc", "rsaes-oaep"),
+        signing_time=moment,
+    )
+    info = cms.ContentInfo.load(der)
+    assert info["content_type"].native == "signed_data"
+    signed = info["content"]
+    assert signed["encap_content_info"]["content"].native is None
+    certs = [c.chosen for c in signed["certificates"]]
+    assert sorted(c.dump() for c in certs) == sorted(
+        c.public_bytes(Encoding.DER) for c in (pki.p256.cert, pki.intermediate)
+    )
+    signer_info = signed["signer_infos"][0]
+    assert signer_info["signature_algorithm"]["algorithm"].native == "sha384_ecdsa"
+    sid = signer_info["sid"].chosen
+    assert sid["serial_number"].native == pki.p256.cert.serial_number
+    attrs = signer_info["signed_attrs"]
+    encodings = [a.dump() for a in attrs]
+    assert encodings == sorted(encodings), "DER requires SET OF in sorted order"
+    by_type = {a["type"].native: a["values"] for a in attrs}
+    assert by_type["signing_time"][0].native == moment
+    capability_ids = [c["capability_id"].native for c in by_type["smime_capabilities"][0]]
+    assert capability_ids == ["aes256_gcm", "aes128_cbc", "rsaes_oaep"]
+
+
+def test_opaque_signature_encapsulates_the_prepared_entity(pki):
+    entity = "Content-Type: text/plain; charset=utf-8\n\nä\n".encode()
+    signed = sign_entity(entity, signer_for(pki, "rsa2048"), mode="opaque")
+    assert parse_pkcs7_mime(signed).smime_type == "signed-data"
+    content = cms.ContentInfo.load(parse_pkcs7_mime(signed).der)["content"]["encap_content_info"]
+    assert content["content"].native == (
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n=C3=A4\r\n"
+    )
+
+
+def test_sign_message_keeps_outer_headers_outside(pki):
+    message = MESSAGE.format(address="alice@example.org").encode()
+    signed = sign_message(message, signer_for(pki, "rsa2048"))
+    headers, _ = split_entity(signed)
+    assert headers.startswith(
+        "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Grüße\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/signed;".encode()
+    )
+    assert headers.count(b"MIME-Version") == 1
+    inner = parse_multipart_signed(signed).content
+    assert inner.startswith(b"Content-Type: text/plain; charset=utf-8\r\n")
+    assert b"Subject" not in inner
+    assert b"From:" not in inner
+
+
+def test_signer_rejects_a_key_that_does_not_match_the_certificate(pki):
+    with pytest.raises(SigningError, match="does not belong"):
+        Signer(pki.rsa3072.key, pki.rsa2048.cert)
+    with pytest.raises(SigningError, match="does not belong"):
+        Signer(ec.generate_private_key(ec.SECP256R1()), pki.p256.cert)
+
+
+def test_signer_rejects_unsupported_parameters(pki):
+    with pytest.raises(SigningError, match="digest"):
+        signer_for(pki, "rsa2048", digest="sha1")
+    with pytest.raises(SigningError, match="padding"):
+        signer_for(pki, "rsa2048", rsa_padding="oaep")
+    with pytest.raises(SigningError, match="mode"):
+        sign_entity(b"\r\nx", signer_for(pki, "rsa2048"), mode="both")  # type: ignore[arg-type]
+
+
+def test_signer_repr_hides_the_private_key(pki):
+    text = repr(signer_for(pki, "rsa2048"))
+    assert "key=" not in text
+    assert "PRIVATE" not in text

@@ -1,0 +1,428 @@
+from __future__ import annotations
+
+import datetime
+import random
+import time
+from typing import Any
+
+import pytest
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sealrelay.smime import algorithms
+from sealrelay.smime.errors import MalformedMessage
+from sealrelay.smime.mime import multipart_signed, parse_multipart_signed, pkcs7_mime_entity
+from sealrelay.smime.sign import Signer, SignMode, sign_entity, sign_message, signed_data
+from sealrelay.smime.verify import (
+    VerificationResult,
+    verify_entity,
+    verify_message,
+    verify_signed_data,
+)
+from tests.pki import TestIdentity, TestPKI, issue_leaf, make_crl, make_root, rsa_key
+
+
+NOW = datetime.datetime.now(datetime.UTC)
+BODY = b"Content-Type: text/plain\r\n\r\nkeep my trailing space \r\n-- \r\nAlice\r\n"
+
+
+def message_from(address: str | None, body: bytes = BODY) -> bytes:
+    return f"From: Someone <{address}>\r\nSubject: test\r\n".encode() + body
+
+
+def sign(
+    identity: TestIdentity,
+    *,
+    mode: SignMode = "clear",
+    chain: tuple[x509.Certificate, ...] | None = None,
+    address: str | None = None,
+    **kwargs: Any,
+) -> bytes:
+    signer = Signer(identity.key, identity.cert, identity.chain if chain is None else chain)
+    from_address = address or identity.address or "nobody@example.org"
+    return sign_message(message_from(from_address), signer, mode=mode, **kwargs)
+
+
+def verify(pki: TestPKI, message: bytes, **kwargs: Any) -> VerificationResult:
+    kwargs.setdefault("crls", [pki.crl, pki.root_crl])
+    return verify_message(message, trust_anchors=pki.trust_anchors(), **kwargs)
+
+
+def outcome(result: VerificationResult) -> tuple[str | None, ...]:
+    return result.status, result.reason, result.crypto, result.chain, result.address
+
+
+# --- crypto ------------------------------------------------------------------------------
+
+
+def test_altered_content_is_reported(pki):
+    signed = sign(pki.rsa2048)
+    result = verify(pki, signed.replace(b"Alice\r\n", b"Alicf\r\n"))
+    assert outcome(result) == ("invalid", "content-altered", "content-altered", "ok", "ok")
+
+
+def test_stripping_trailing_whitespace_breaks_the_signature(pki):
+    signed = sign(pki.rsa2048)
+    assert b"keep my trailing space \r\n" in signed
+    stripped = signed.replace(b"keep my trailing space \r\n", b"keep my trailing space\r\n")
+    assert verify(pki, stripped).reason == "content-altered"
+
+
+def test_bare_lf_copy_verifies_and_outer_headers_may_change(pki):
+    signed = sign(pki.p256)
+    stored = signed.replace(b"\r\n", b"\n").replace(b"Subject: test", b"Subject: [ext] test")
+    result = verify(pki, stored)
+    assert (result.status, result.crypto) == ("valid", "ok")
+    assert result.content == BODY
+
+
+def test_corrupted_signature_value_is_bad_signature(pki):
+    signed = sign(pki.rsa2048)
+    clear = parse_multipart_signed(signed)
+    der = bytearray(clear.signature)
+    der[-1] ^= 0x01  # the signature OCTET STRING ends the DER
+    forged = multipart_signed(clear.content, bytes(der), digest="sha256")
+    result = verify_entity(forged, trust_anchors=pki.trust_anchors(), expected_address=None)
+    assert (result.status, result.reason, result.chain) == ("invalid", "bad-signature", "ok")
+
+
+def test_signature_is_checked_over_the_signed_attributes_as_received(pki):
+    moment = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    der = signed_data(
+        BODY, Signer(pki.rsa2048.key, pki.rsa2048.cert), detached=True, signing_time=moment
+    )
+    assert b"250102030405Z" in der
+    result = verify_signed_data(
+        der.replace(b"250102030405Z", b"250102030406Z"),
+        BODY,
+        trust_anchors=pki.trust_anchors(),
+        extra_certificates=[pki.intermediate],
+        expected_address=None,
+    )
+    assert result.reason == "bad-signature"
+    assert result.signing_time is not None
+
+
+def test_small_rsa_key_is_weak(pki):
+    weak = pki.issue(rsa_key(1024), address="weak@example.org")
+    result = verify(pki, sign(weak))
+    assert outcome(result) == ("invalid", "weak-algorithm", "weak-algorithm", "ok", "ok")
+
+
+def test_sha1_digest_is_weak(pki, monkeypatch):
+    # sealrelay never signs with SHA-1; let the builder do it once to get such a message.
+    monkeypatch.setitem(algorithms.SIGNING_DIGESTS, "sha1", hashes.SHA1)
+    signer = Signer(pki.p256.key, pki.p256.cert, pki.p256.chain, digest="sha1")
+    signed = sign_entity(BODY, signer, mode="opaque")
+    monkeypatch.undo()
+    result = verify_entity(signed, trust_anchors=pki.trust_anchors(), expected_address=None)
+    assert (result.reason, result.digest) == ("weak-algorithm", "sha1")
+
+
+def test_signing_time_in_the_future_is_refused(pki):
+    signed = sign(pki.rsa2048, signing_time=NOW + datetime.timedelta(hours=1))
+    assert verify(pki, signed).reason == "signing-time-in-future"
+    slightly_ahead = sign(pki.rsa2048, signing_time=NOW + datetime.timedelta(minutes=2))
+    assert verify(pki, slightly_ahead).status == "valid"
+
+
+def test_missing_signer_certificate_can_come_from_the_caller(pki):
+    der = signed_data(BODY, Signer(pki.rsa2048.key, pki.rsa2048.cert), detached=True)
+    info = cms.ContentInfo.load(der)
+    del info["content"]["certificates"]
+    stripped = info.dump(force=True)
+    kwargs = {"trust_anchors": pki.trust_anchors(), "expected_address": "alice@example.org"}
+    result = verify_signed_data(stripped, BODY, **kwargs)
+    assert (result.status, result.reason, result.certificates) == (
+        "invalid",
+        "no-signer-certificate",
+        (),
+    )
+    result = verify_signed_data(
+        stripped, BODY, extra_certificates=[pki.rsa2048.cert, pki.intermediate], **kwargs
+    )
+    assert result.status == "valid"
+
+
+def test_capabilities_and_signing_time_are_reported(pki):
+    moment = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    signed = sign(pki.rsa2048, capabilities=("aes128-gcm", "aes256-cbc"), signing_time=moment)
+    result = verify(pki, signed)
+    assert result.capabilities == ("aes128-gcm", "aes256-cbc")
+    assert result.signing_time == moment
+
+
+# --- chain -------------------------------------------------------------------------------
+
+
+def test_unknown_root_is_untrusted_even_when_the_message_carries_it(pki):
+    result = verify(pki, sign(pki.untrusted, chain=(pki.untrusted_root,)))
+    assert outcome(result) == ("invalid", "untrusted", "ok", "untrusted", "ok")
+    assert pki.untrusted_root in result.certificates
+
+
+def test_intermediate_missing_from_message(pki):
+    signed = sign(pki.rsa2048, chain=())
+    assert verify(pki, signed).reason == "untrusted"
+    result = verify(pki, signed, extra_certificates=[pki.intermediate])
+    assert result.status == "valid"
+
+
+def test_expired_certificate(pki):
+    result = verify(pki, sign(pki.expired))
+    assert outcome(result) == ("invalid", "expired", "ok", "expired", "ok")
+    # at a moment inside its validity, the same signature is fine
+    earlier = pki.expired.cert.not_valid_before_utc + datetime.timedelta(days=1)
+    signed = sign(pki.expired, signing_time=earlier)
+    assert verify(pki, signed, at=earlier).status == "valid"
+
+
+def test_revoked_certificate(pki):
+    result = verify(pki, sign(pki.revoked))
+    assert outcome(result) == ("invalid", "revoked", "ok", "revoked", "ok")
+    assert result.revocation == "revoked"
+
+
+def test_without_crls_revocation_is_unknown_but_not_invalid(pki):
+    result = verify(pki, sign(pki.revoked), crls=[])
+    assert (result.status, result.chain, result.revocation) == ("valid", "ok", "unknown")
+    # only the intermediate's CRL: the root's one is missing, so still unknown
+    result = verify(pki, sign(pki.rsa2048), crls=[pki.crl])
+    assert (result.status, result.revocation) == ("valid", "unknown")
+
+
+def test_a_crl_not_signed_by_the_issuer_is_ignored(pki):
+    _, other_key = make_root("Impostor")
+    forged = make_crl(pki.intermediate, other_key, [pki.rsa2048.cert])
+    result = verify(pki, sign(pki.rsa2048), crls=[forged, pki.root_crl])
+    assert (result.status, result.revocation) == ("valid", "unknown")
+
+
+def test_stale_crl_still_revokes_but_no_longer_vouches(pki):
+    later = NOW + datetime.timedelta(days=40)  # past the CRLs' nextUpdate, certs still valid
+    result = verify(pki, sign(pki.rsa2048, signing_time=later), at=later)
+    assert (result.status, result.revocation) == ("valid", "unknown")
+    assert verify(pki, sign(pki.revoked, signing_time=later), at=later).reason == "revoked"
+
+
+def test_certificate_without_email_protection_eku(pki):
+    result = verify(pki, sign(pki.no_email_eku))
+    assert outcome(result) == (
+        "invalid",
+        "no-email-protection-eku",
+        "ok",
+        "no-email-protection-eku",
+        "ok",
+    )
+
+
+def test_certificate_without_any_eku_is_acceptable(pki):
+    identity = pki.issue(
+        ec.generate_private_key(ec.SECP256R1()), address="any@example.org", eku=None
+    )
+    assert verify(pki, sign(identity)).status == "valid"
+    any_eku = pki.issue(
+        ec.generate_private_key(ec.SECP256R1()),
+        address="any@example.org",
+        eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE],
+    )
+    assert verify(pki, sign(any_eku)).status == "valid"
+
+
+# --- address -----------------------------------------------------------------------------
+
+
+def test_from_address_not_in_certificate(pki):
+    result = verify(pki, sign(pki.rsa2048, address="mallory@example.org"))
+    assert outcome(result) == ("invalid", "address-mismatch", "ok", "ok", "address-mismatch")
+    assert result.signer == "alice@example.org"
+
+
+def test_certificate_without_address(pki):
+    result = verify(pki, sign(pki.no_address, address="someone@example.org"))
+    assert outcome(result) == ("invalid", "no-address-in-cert", "ok", "ok", "no-address-in-cert")
+    assert result.signer == "CN=No Address,O=Sealrelay Test PKI"
+
+
+def test_address_domain_is_case_insensitive_local_part_is_not(pki):
+    assert verify(pki, sign(pki.rsa2048, address="alice@Example.ORG")).address == "ok"
+    assert verify(pki, sign(pki.rsa2048, address="Alice@example.org")).address == (
+        "address-mismatch"
+    )
+
+
+def test_address_from_subject_email_attribute(pki):
+    identity = pki.issue(rsa_key(), address=None, subject_address="sam@example.org")
+    result = verify(pki, sign(identity))
+    assert (result.status, result.address, result.signer) == ("valid", "ok", "sam@example.org")
+
+
+def test_message_without_from_does_not_pass(pki):
+    signer = Signer(pki.rsa2048.key, pki.rsa2048.cert, pki.rsa2048.chain)
+    signed = sign_message(b"Subject: no sender\r\n" + BODY, signer)
+    assert verify(pki, signed).reason == "address-mismatch"
+
+
+def test_first_valid_signer_is_reported(pki):
+    good = signed_data(
+        BODY, Signer(pki.rsa2048.key, pki.rsa2048.cert, pki.rsa2048.chain), detached=True
+    )
+    bad = signed_data(
+        BODY, Signer(pki.expired.key, pki.expired.cert, pki.expired.chain), detached=True
+    )
+    both = cms.ContentInfo.load(bad)
+    good_signed = cms.ContentInfo.load(good)["content"]
+    both["content"]["signer_infos"] = [
+        both["content"]["signer_infos"][0],
+        good_signed["signer_infos"][0],
+    ]
+    both["content"]["certificates"] = [
+        *both["content"]["certificates"],
+        *good_signed["certificates"],
+    ]
+    result = verify_signed_data(
+        both.dump(force=True),
+        BODY,
+        trust_anchors=pki.trust_anchors(),
+        expected_address="alice@example.org",
+    )
+    assert (result.status, result.signer) == ("valid", "alice@example.org")
+
+
+# --- malformed input ---------------------------------------------------------------------
+
+
+def p7m(der: bytes) -> bytes:
+    return pkcs7_mime_entity(der, "signed-data")
+
+
+def _not_signed_data() -> bytes:
+    return bytes(cms.ContentInfo({"content_type": "data", "content": b"x"}).dump())
+
+
+def _no_signers(pki: TestPKI) -> bytes:
+    info = cms.ContentInfo.load(
+        signed_data(b"x", Signer(pki.p256.key, pki.p256.cert), detached=False)
+    )
+    info["content"]["signer_infos"] = []
+    return bytes(info.dump(force=True))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda pki: (
+            b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n%%%%\r\n"
+        ),
+        lambda pki: p7m(b"\x30\x84\xff\xff\xff\xf0\x06\x09"),
+        lambda pki: p7m(b"\x30\x80" * 50_000),
+        lambda pki: p7m(bytes(range(256)) * 10),
+        lambda pki: p7m(
+            signed_data(b"x", Signer(pki.p256.key, pki.p256.cert), detached=False)[:-40]
+        ),
+        lambda pki: p7m(_not_signed_data()),
+        lambda pki: p7m(_no_signers(pki)),
+        lambda pki: p7m(signed_data(b"x", Signer(pki.p256.key, pki.p256.cert), detached=True)),
+        lambda pki: pkcs7_mime_entity(b"\x30\x00", "enveloped-data"),
+        lambda pki: b"Content-Type: text/plain\r\n\r\nnot signed at all\r\n",
+        lambda pki: sign(pki.rsa2048).replace(b"--\r\n", b"\r\n"),
+    ],
+    ids=[
+        "broken-base64",
+        "enormous-length",
+        "deep-nesting",
+        "garbage",
+        "truncated",
+        "not-signed-data",
+        "no-signers",
+        "detached-without-content",
+        "enveloped-data",
+        "not-smime",
+        "no-closing-delimiter",
+    ],
+)
+def test_malformed_input_raises_one_error_type(pki, make):
+    with pytest.raises(MalformedMessage):
+        verify_entity(make(pki), trust_anchors=pki.trust_anchors(), expected_address=None)
+
+
+def test_a_leaf_certificate_cannot_act_as_a_ca(pki):
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = issue_leaf(
+        pki.rsa2048.cert, pki.rsa2048.key, key, common_name="x", san_address="x@example.org"
+    )
+    identity = TestIdentity("x@example.org", key, cert, (pki.rsa2048.cert, pki.intermediate))
+    result = verify(pki, sign(identity))
+    assert (result.reason, result.chain) == ("untrusted", "untrusted")
+    assert result.detail is not None
+    assert "not a CA" in result.detail
+
+
+def test_path_search_is_bounded_for_hostile_certificate_sets(pki):
+    # 40 CA certificates with one name and one key all "issue" each other: an unbounded
+    # search would try 40! paths.
+    key = ec.generate_private_key(ec.SECP256R1())
+    loop_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Loop")])
+    now = datetime.datetime.now(datetime.UTC)
+    cas = [
+        x509.CertificateBuilder()
+        .subject_name(loop_name)
+        .issuer_name(loop_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+        for _ in range(40)
+    ]
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = issue_leaf(cas[0], key, leaf_key, common_name="l", san_address="l@example.org")
+    identity = TestIdentity("l@example.org", leaf_key, leaf, tuple(cas))
+    started = time.perf_counter()
+    result = verify(pki, sign(identity))
+    assert result.reason == "untrusted"
+    assert time.perf_counter() - started < 2
+
+
+def test_mutated_signatures_never_crash(pki):
+    der = signed_data(BODY, Signer(pki.p256.key, pki.p256.cert, pki.p256.chain), detached=False)
+    rng = random.Random(8551)  # noqa: S311 -- reproducible mutations, not key material
+    outcomes = set()
+    for _ in range(400):
+        mutated = bytearray(der)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(mutated))
+            if rng.random() < 0.7:
+                mutated[position] = rng.randrange(256)
+            else:
+                del mutated[position : position + rng.randint(1, 40)]
+        try:
+            result = verify_signed_data(
+                bytes(mutated), None, trust_anchors=pki.trust_anchors(), expected_address=None
+            )
+            outcomes.add(result.reason)
+        except MalformedMessage:
+            outcomes.add("malformed")
+    assert "malformed" in outcomes
+    assert "bad-signature" in outcomes or "content-altered" in outcomes
+
+
+def test_cryptography_pkcs7_builder_output_verifies(pki):
+    # x-pkcs7-signature protocol, random boundary, its own attribute set: another producer.
+    signed = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(BODY)
+        .add_signer(pki.p384.cert, pki.p384.key, hashes.SHA384())
+        .add_certificate(pki.intermediate)
+        .sign(Encoding.SMIME, [pkcs7.PKCS7Options.DetachedSignature])
+    )
+    assert b"application/x-pkcs7-signature" in signed
+    result = verify(pki, b"From: dave@example.org\r\n" + signed)
+    assert (result.status, result.digest, result.content) == ("valid", "sha384", BODY)
+    assert result.capabilities == ("aes256-cbc", "aes192-cbc", "aes128-cbc")
