@@ -7,7 +7,12 @@ OIDs it does not know, so these names live in this module only and are compared 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 from asn1crypto import core
+from asn1crypto import x509 as asn1_x509
 
 
 # Content types (RFC 5652 §4, RFC 5083 §1).
@@ -52,6 +57,57 @@ AES128_WRAP = "2.16.840.1.101.3.4.1.5"
 AES192_WRAP = "2.16.840.1.101.3.4.1.25"
 AES256_WRAP = "2.16.840.1.101.3.4.1.45"
 AES_WRAP_KEY_SIZES: dict[str, int] = {AES128_WRAP: 16, AES192_WRAP: 24, AES256_WRAP: 32}
+
+
+#: Encodings up to this size are cached; larger ones (only ever from hostile input) are not.
+_MAX_CACHED_ENCODING = 4096
+_T = TypeVar("_T")
+
+
+def cached_by_encoding(parse: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
+    """`parse` with an LRU cache keyed by the encoding it reads.
+
+    For the small structures (OIDs, algorithm identifiers, names) that recur in every message
+    of a sender: asn1crypto takes tens of microseconds to parse each one.
+    """
+    cached = functools.lru_cache(maxsize=256)(parse)
+
+    @functools.wraps(parse)
+    def lookup(encoding: bytes) -> _T:
+        return cached(encoding) if len(encoding) <= _MAX_CACHED_ENCODING else parse(encoding)
+
+    return lookup
+
+
+@cached_by_encoding
+def oid_dotted(encoding: bytes) -> str:
+    """The dotted form of a DER OBJECT IDENTIFIER (raises ValueError for anything else)."""
+    return str(core.ObjectIdentifier.load(encoding).dotted)
+
+
+def names_equal(first: bytes, second: bytes) -> bool:
+    """RFC 5280 7.1 comparison of two DER Names, as asn1crypto does it, made cheap for the
+    common case: identical encodings are equal names, and only differing encodings go through
+    asn1crypto's comparison (stringprep of every attribute, about a millisecond), cached.
+
+    Raises ValueError or TypeError when an encoding that needs comparing is not a Name.
+    """
+    if first == second:
+        return True
+    if len(first) + len(second) > _MAX_CACHED_NAMES:
+        return _compare_names(first, second)
+    return _cached_compare_names(first, second)
+
+
+#: Real names are a few hundred bytes; larger ones (from hostile input) are not cached.
+_MAX_CACHED_NAMES = 8 * 1024
+
+
+def _compare_names(first: bytes, second: bytes) -> bool:
+    return bool(asn1_x509.Name.load(first) == asn1_x509.Name.load(second))
+
+
+_cached_compare_names = functools.lru_cache(maxsize=1024)(_compare_names)
 
 
 class GCMParameters(core.Sequence):  # type: ignore[misc]

@@ -13,8 +13,7 @@ contents octets.
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import attrs
+from typing import NamedTuple
 
 from sealrelay.smime.errors import MalformedMessage
 
@@ -32,9 +31,12 @@ TAG_SEQUENCE = 16
 TAG_SET = 17
 
 
-@attrs.frozen
-class Element:
-    """One TLV: offsets into the buffer it was read from."""
+class Element(NamedTuple):
+    """One TLV: offsets into the buffer it was read from.
+
+    (A NamedTuple: the reader makes dozens per message, and a frozen attrs class costs several
+    times as much to build.)
+    """
 
     tag_class: int
     constructed: bool
@@ -74,28 +76,37 @@ class Reader:
         start = pos
         if pos + 2 > limit:
             raise MalformedMessage("ASN.1 data is truncated")
-        first = self.buf[pos]
-        tag, pos = self._tag_number(first & 0x1F, pos + 1, limit)
+        buf = self.buf
+        first = buf[pos]
+        # One-octet tags and short-form lengths are read inline: this runs for every element
+        # of every message, and the method calls cost as much as the reading.
+        if first & 0x1F == 0x1F:
+            tag, pos = self._long_tag_number(pos + 1, limit)
+        else:
+            tag, pos = first & 0x1F, pos + 1
         identifier_end = pos
         constructed = bool(first & 0x20)
         if pos >= limit:
             raise MalformedMessage("ASN.1 data is truncated")
-        if self.buf[pos] == 0x80:
+        length_octet = buf[pos]
+        if length_octet == 0x80:
             if not constructed:
                 raise MalformedMessage("primitive ASN.1 element with indefinite length")
             end = self._end_of_contents(pos + 1, limit, depth)
             return Element(
                 first >> 6, constructed, tag, start, identifier_end, pos + 1, end, end + 2, True
             )
-        length, pos = self._length(pos, limit)
+        if length_octet < 0x80:
+            length, pos = length_octet, pos + 1
+        else:
+            length, pos = self._long_length(pos, limit)
         if length > limit - pos:
             raise MalformedMessage("ASN.1 length is larger than the data")
         end = pos + length
         return Element(first >> 6, constructed, tag, start, identifier_end, pos, end, end, False)
 
-    def _tag_number(self, low_bits: int, pos: int, limit: int) -> tuple[int, int]:
-        if low_bits != 0x1F:
-            return low_bits, pos
+    def _long_tag_number(self, pos: int, limit: int) -> tuple[int, int]:
+        """The high-tag-number form: base-128 octets after the identifier octet."""
         tag = 0
         for _ in range(4):  # tags above 2**28 never occur in CMS
             if pos >= limit:
@@ -107,12 +118,10 @@ class Reader:
                 return tag, pos
         raise MalformedMessage("ASN.1 tag number is too large")
 
-    def _length(self, pos: int, limit: int) -> tuple[int, int]:
-        first = self.buf[pos]
+    def _long_length(self, pos: int, limit: int) -> tuple[int, int]:
+        """The long form: an octet 0x80 + n, then n octets of length."""
+        count = self.buf[pos] & 0x7F
         pos += 1
-        if not first & 0x80:
-            return first, pos
-        count = first & 0x7F
         # Eight length octets already exceed any input we accept; more is hostile or broken.
         if count > 8 or pos + count > limit:
             raise MalformedMessage("ASN.1 length is invalid or larger than the data")
@@ -159,11 +168,45 @@ class Reader:
         asn1crypto mis-parses indefinite-length elements under a CHOICE (RecipientInfo, rid),
         although BER senders may legitimately use them anywhere.
         """
-        if not element.constructed:
-            return self.bytes_of(element)
+        encoded = self.bytes_of(element)
+        # An indefinite length is the single length octet 0x80: where no such octet occurs at
+        # all, every length inside is already definite (and DER senders never use one).
+        if not element.constructed or (not element.indefinite and 0x80 not in encoded):
+            return encoded
         body = b"".join(self.definite(child, depth + 1) for child in self.children(element, depth))
         identifier = bytes(self.buf[element.start : element.identifier_end])
         return identifier + encode_length(len(body)) + body
+
+
+class Fields:
+    """The elements of a SEQUENCE, taken in order with optional ones skipped over."""
+
+    def __init__(self, reader: Reader, parent: Element, max_count: int) -> None:
+        if not parent.constructed:
+            raise MalformedMessage("expected a constructed ASN.1 element")
+        self._elements: list[Element] = []
+        for child in reader.children(parent):
+            if len(self._elements) == max_count:
+                raise MalformedMessage("ASN.1 SEQUENCE has more fields than allowed")
+            self._elements.append(child)
+        self._next = 0
+
+    def take(self, tag_class: int, tag: int, *, optional: bool = False) -> Element | None:
+        if self._next < len(self._elements) and self._elements[self._next].is_(tag_class, tag):
+            self._next += 1
+            return self._elements[self._next - 1]
+        if optional:
+            return None
+        raise MalformedMessage(f"ASN.1 field missing or out of order (expected tag {tag})")
+
+    def require(self, tag_class: int, tag: int) -> Element:
+        element = self.take(tag_class, tag)
+        assert element is not None  # noqa: S101 -- take() raises for a required field
+        return element
+
+    def end(self) -> None:
+        if self._next != len(self._elements):
+            raise MalformedMessage("unexpected field at the end of an ASN.1 SEQUENCE")
 
 
 def encode_length(length: int) -> bytes:

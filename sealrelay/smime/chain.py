@@ -9,6 +9,7 @@ ever serve as intermediates.
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -16,6 +17,7 @@ from typing import Literal
 import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 
@@ -74,11 +76,7 @@ class _PathSearch:
         pair = (child, issuer)
         if pair not in self.issued:
             self.checks += 1
-            try:
-                child.verify_directly_issued_by(issuer)
-                self.issued[pair] = True
-            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-                self.issued[pair] = False
+            self.issued[pair] = _signed_by(child, issuer)
         return self.issued[pair]
 
     def paths(self, path: list[x509.Certificate]) -> Iterator[tuple[x509.Certificate, ...]]:
@@ -92,6 +90,31 @@ class _PathSearch:
         for candidate in self.intermediates:
             if candidate not in path and self._issued_by(current, candidate):
                 yield from self.paths([*path, candidate])
+
+
+#: Certificate pairs are cached only up to this size (real certificates are 1-2 KB), so that
+#: the cache never holds on to huge certificates from hostile messages.
+_MAX_CACHED_CERTIFICATE = 16 * 1024
+
+
+def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s key signed `child`: a function of the two encodings (which
+    certificates hash and compare by), so it is checked once per pair, not once per message."""
+    sizes = len(child.tbs_certificate_bytes), len(issuer.tbs_certificate_bytes)
+    if max(sizes) > _MAX_CACHED_CERTIFICATE:
+        return _verify_signed_by(child, issuer)
+    return _cached_signed_by(child, issuer)
+
+
+def _verify_signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+_cached_signed_by = functools.lru_cache(maxsize=1024)(_verify_signed_by)
 
 
 def _ca_problem(path: tuple[x509.Certificate, ...]) -> str | None:
@@ -127,9 +150,13 @@ def _revocation(
     at: datetime.datetime,
 ) -> tuple[Revocation, str | None]:
     status: Revocation = "ok"
+    # A CRL builds its issuer Name anew on every access: read each one once.
+    issued_crls = [(crl, crl.issuer) for crl in crls]
     for cert, issuer in itertools.pairwise(path):
         usable = [
-            crl for crl in crls if crl.issuer == issuer.subject and _crl_signed_by(crl, issuer)
+            crl
+            for crl, crl_issuer in issued_crls
+            if crl_issuer == issuer.subject and _crl_signed_by(crl, issuer)
         ]
         for crl in usable:
             entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -147,7 +174,14 @@ def _revocation(
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    # CRL objects are not hashable: the check is cached by the CRL's encoding.
+    return _crl_der_signed_by(crl.public_bytes(Encoding.DER), issuer)
+
+
+@functools.lru_cache(maxsize=256)
+def _crl_der_signed_by(crl_der: bytes, issuer: x509.Certificate) -> bool:
     try:
+        crl = x509.load_der_x509_crl(crl_der)
         return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError, UnsupportedAlgorithm):
         return False

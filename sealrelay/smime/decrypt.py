@@ -23,13 +23,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
-from asn1crypto import algos, cms, core
+from asn1crypto import algos, cms
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from sealrelay.smime.asn1 import ID_AUTH_ENVELOPED_DATA, ID_ENVELOPED_DATA, GCMParameters
+from sealrelay.smime.asn1 import (
+    ID_AUTH_ENVELOPED_DATA,
+    ID_ENVELOPED_DATA,
+    GCMParameters,
+    oid_dotted,
+)
 from sealrelay.smime.ber import (
     CONTEXT,
     TAG_INTEGER,
@@ -39,6 +44,7 @@ from sealrelay.smime.ber import (
     TAG_SET,
     UNIVERSAL,
     Element,
+    Fields,
     Reader,
 )
 from sealrelay.smime.ciphers import BY_OID, ContentCipher
@@ -85,7 +91,9 @@ class _Envelope:
     authenticated: bool
     recipient_infos: Any  # cms.RecipientInfos
     content_type: str
-    algorithm: Any  # algos.EncryptionAlgorithm
+    #: The content encryption algorithm (dotted OID) and its parameters, as received.
+    cipher_oid: str
+    cipher_params: Element | None
     encrypted_content: Element
     #: Additional authenticated data: the authAttrs re-tagged as a SET OF (RFC 5083 §2.2).
     aad: bytes | None
@@ -111,7 +119,7 @@ def decrypt_content(
     with _asn1_errors():
         envelope = _parse(reader)
         match = find_recipient(envelope.recipient_infos, candidates)
-        cipher, iv = _content_cipher(envelope)
+        cipher, iv = _content_cipher(reader, envelope)
     cek = recover_key(match, cipher.key_size)
     if envelope.mac is not None:
         content = _decrypt_gcm(
@@ -139,41 +147,19 @@ def _asn1_errors() -> Iterator[None]:
         raise MalformedMessage(f"malformed CMS structure: {exc}") from None
 
 
-class _Fields:
-    """The elements of a SEQUENCE, taken in order with optional ones skipped over."""
-
-    def __init__(self, reader: Reader, parent: Element, max_count: int) -> None:
-        if not parent.constructed:
-            raise MalformedMessage("expected a constructed ASN.1 element")
-        self._elements: list[Element] = []
-        for child in reader.children(parent):
-            if len(self._elements) == max_count:
-                raise MalformedMessage("ASN.1 SEQUENCE has more fields than allowed")
-            self._elements.append(child)
-        self._next = 0
-
-    def take(self, tag_class: int, tag: int, *, optional: bool = False) -> Element | None:
-        if self._next < len(self._elements) and self._elements[self._next].is_(tag_class, tag):
-            self._next += 1
-            return self._elements[self._next - 1]
-        if optional:
-            return None
-        raise MalformedMessage(f"ASN.1 field missing or out of order (expected tag {tag})")
-
-    def require(self, tag_class: int, tag: int) -> Element:
-        element = self.take(tag_class, tag)
-        assert element is not None  # noqa: S101 -- take() raises for a required field
-        return element
-
-    def end(self) -> None:
-        if self._next != len(self._elements):
-            raise MalformedMessage("unexpected field at the end of an ASN.1 SEQUENCE")
-
-
 def _oid(reader: Reader, element: Element) -> str:
     if element.constructed:
         raise MalformedMessage("constructed OBJECT IDENTIFIER")
-    return str(core.ObjectIdentifier.load(reader.bytes_of(element)).dotted)
+    return oid_dotted(reader.bytes_of(element))
+
+
+def _algorithm_identifier(reader: Reader, element: Element) -> tuple[str, Element | None]:
+    """(dotted algorithm, parameters element) of an AlgorithmIdentifier, read by hand: the IV
+    in it differs in every message, and asn1crypto took longer than the AES decryption."""
+    parts = list(reader.children(element))
+    if not 1 <= len(parts) <= 2 or not parts[0].is_(UNIVERSAL, TAG_OID):
+        raise MalformedMessage("malformed content encryption AlgorithmIdentifier")
+    return _oid(reader, parts[0]), parts[1] if len(parts) == 2 else None
 
 
 def _parse(reader: Reader) -> _Envelope:
@@ -182,7 +168,7 @@ def _parse(reader: Reader) -> _Envelope:
         raise MalformedMessage("data follows the end of the CMS ContentInfo")
     if not top.is_(UNIVERSAL, TAG_SEQUENCE):
         raise MalformedMessage("not a CMS ContentInfo")
-    content_info = _Fields(reader, top, 2)
+    content_info = Fields(reader, top, 2)
     content_type = _oid(reader, content_info.require(UNIVERSAL, TAG_OID))
     wrapper = content_info.require(CONTEXT, 0)
     content_info.end()
@@ -191,14 +177,14 @@ def _parse(reader: Reader) -> _Envelope:
             f"CMS content type {content_type} is not EnvelopedData or AuthEnvelopedData"
         )
     authenticated = content_type == ID_AUTH_ENVELOPED_DATA
-    explicit = _Fields(reader, wrapper, 1)
-    body = _Fields(reader, explicit.require(UNIVERSAL, TAG_SEQUENCE), 7)
+    explicit = Fields(reader, wrapper, 1)
+    body = Fields(reader, explicit.require(UNIVERSAL, TAG_SEQUENCE), 7)
     explicit.end()
 
     body.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the fields that follow
     body.take(CONTEXT, 0, optional=True)  # originatorInfo: certificates we do not need
     recipient_infos = cms.RecipientInfos.load(reader.definite(body.require(UNIVERSAL, TAG_SET)))
-    encrypted_content_info = _Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 3)
+    encrypted_content_info = Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 3)
     aad = mac = None
     if authenticated:
         auth_attrs = body.take(CONTEXT, 1, optional=True)
@@ -214,37 +200,43 @@ def _parse(reader: Reader) -> _Envelope:
     body.end()
 
     inner_type = _oid(reader, encrypted_content_info.require(UNIVERSAL, TAG_OID))
-    algorithm = algos.EncryptionAlgorithm.load(
-        reader.definite(encrypted_content_info.require(UNIVERSAL, TAG_SEQUENCE))
+    cipher_oid, cipher_params = _algorithm_identifier(
+        reader, encrypted_content_info.require(UNIVERSAL, TAG_SEQUENCE)
     )
     encrypted = encrypted_content_info.take(CONTEXT, 0, optional=True)
     encrypted_content_info.end()
     if encrypted is None:
         raise MalformedMessage("the message carries no encrypted content (detached content)")
-    return _Envelope(authenticated, recipient_infos, inner_type, algorithm, encrypted, aad, mac)
+    return _Envelope(
+        authenticated, recipient_infos, inner_type, cipher_oid, cipher_params, encrypted, aad, mac
+    )
 
 
-def _content_cipher(envelope: _Envelope) -> tuple[ContentCipher, bytes]:
+def _content_cipher(reader: Reader, envelope: _Envelope) -> tuple[ContentCipher, bytes]:
     """The content cipher and its IV or nonce."""
-    oid = envelope.algorithm["algorithm"].dotted
-    cipher = BY_OID.get(oid)
+    cipher = BY_OID.get(envelope.cipher_oid)
+    params = envelope.cipher_params
     if cipher is None:
-        name = envelope.algorithm["algorithm"].native
+        name = algos.EncryptionAlgorithmId.map(envelope.cipher_oid)
         raise UnsupportedAlgorithm(f"content encryption algorithm {name} is not supported")
     if cipher.authenticated != envelope.authenticated:
         kind = "AuthEnvelopedData" if envelope.authenticated else "EnvelopedData"
         raise MalformedMessage(f"{cipher.name} cannot be used in {kind}")
     if cipher.authenticated:
-        params = GCMParameters.load(envelope.algorithm["parameters"].dump())
-        nonce = bytes(params["aes_nonce"].native)
-        tag_size = int(params["aes_icvlen"].native)
+        if params is None:
+            raise MalformedMessage(f"{cipher.name} without its GCM parameters")
+        gcm = GCMParameters.load(reader.definite(params))
+        nonce = bytes(gcm["aes_nonce"].native)
+        tag_size = int(gcm["aes_icvlen"].native)
         if len(nonce) not in _GCM_NONCE_SIZES or tag_size not in _GCM_TAG_SIZES:
             raise MalformedMessage("AES-GCM nonce or tag length is out of range")
         if envelope.mac is None or len(envelope.mac) != tag_size:
             raise MalformedMessage("AuthEnvelopedData mac does not have the announced length")
         return cipher, nonce
-    iv = core.OctetString.load(envelope.algorithm["parameters"].dump()).native
-    if not isinstance(iv, bytes) or len(iv) != cipher.block_size:
+    if params is None or not params.is_(UNIVERSAL, TAG_OCTET_STRING):
+        raise MalformedMessage(f"{cipher.name} without its IV")
+    iv = b"".join(reader.octet_string_chunks(params))
+    if len(iv) != cipher.block_size:
         raise MalformedMessage(f"{cipher.name} IV must be {cipher.block_size} bytes")
     return cipher, iv
 

@@ -9,6 +9,7 @@ once and is never concatenated.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Collection, Iterable, Sequence
 from typing import Literal
@@ -27,7 +28,6 @@ from sealrelay.smime.asn1 import (
     ID_AUTH_ENVELOPED_DATA,
     ID_DATA,
     ID_ENVELOPED_DATA,
-    GCMParameters,
     KeyWrapAlgorithm,
 )
 from sealrelay.smime.ber import encode_header
@@ -48,6 +48,7 @@ __all__ = [
     "RsaPadding",
     "choose_cipher",
     "encrypt_content",
+    "encrypt_content_buffer",
 ]
 
 RsaPadding = Literal["pkcs1v15", "oaep"]
@@ -102,6 +103,19 @@ def encrypt_content(
     rsa_padding: RsaPadding = "pkcs1v15",
 ) -> bytes:
     """A DER ContentInfo holding `content` (id-data) encrypted to every recipient."""
+    return bytes(
+        encrypt_content_buffer(content, recipients, cipher=cipher, rsa_padding=rsa_padding)
+    )
+
+
+def encrypt_content_buffer(
+    content: bytes,
+    recipients: Sequence[Recipient | x509.Certificate],
+    *,
+    cipher: EncryptionCipherName,
+    rsa_padding: RsaPadding = "pkcs1v15",
+) -> bytearray:
+    """`encrypt_content` in the buffer it was assembled in: no copy of a large message."""
     if not recipients:
         raise EncryptionError("cannot encrypt a message without recipients")
     spec = BY_NAME.get(cipher)
@@ -115,9 +129,43 @@ def encrypt_content(
     return _assemble(content, infos, spec, cek)
 
 
+# RecipientInfos are written as DER directly: building them with asn1crypto cost more than
+# the RSA encryption inside them. Each is (DER, CMS version of the RecipientInfo).
+_Info = tuple[bytes, int]
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    return encode_header(tag, len(content)) + content
+
+
+@functools.cache
+def _oid_der(dotted: str) -> bytes:
+    return bytes(core.ObjectIdentifier(dotted).dump())
+
+
+# The two key transport AlgorithmIdentifiers never change: encoded once.
+_RSA_PKCS1V15_ALGORITHM = bytes(cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}).dump())
+_RSA_OAEP_SHA256_ALGORITHM = bytes(
+    cms.KeyEncryptionAlgorithm(
+        {
+            "algorithm": "rsaes_oaep",
+            "parameters": algos.RSAESOAEPParams(
+                {
+                    "hash_algorithm": {"algorithm": "sha256"},
+                    "mask_gen_algorithm": {
+                        "algorithm": "mgf1",
+                        "parameters": {"algorithm": "sha256"},
+                    },
+                }
+            ),
+        }
+    ).dump()
+)
+
+
 def _recipient_info(
     recipient: Recipient, cek: bytes, spec: ContentCipher, default_padding: RsaPadding
-) -> cms.RecipientInfo:
+) -> _Info:
     cert = recipient.certificate
     public_key = cert.public_key()
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -149,12 +197,13 @@ def _require_key_usage(cert: x509.Certificate, usage: str) -> None:
         )
 
 
-def _issuer_and_serial(cert: x509.Certificate) -> cms.IssuerAndSerialNumber:
+@functools.lru_cache(maxsize=256)
+def _issuer_and_serial(cert: x509.Certificate) -> bytes:
+    """The DER IssuerAndSerialNumber of a recipient, made once per certificate."""
     # The issuer Name is taken over in its received encoding, not rebuilt from parsed values.
-    parsed = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-    return cms.IssuerAndSerialNumber(
-        {"issuer": parsed.issuer, "serial_number": parsed.serial_number}
-    )
+    tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    tbs = tbs["tbs_certificate"]
+    return _der(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
 
 
 def _subject_key_identifier(cert: x509.Certificate) -> bytes:
@@ -169,54 +218,29 @@ def _subject_key_identifier(cert: x509.Certificate) -> bytes:
 
 def _key_transport(
     recipient: Recipient, public_key: rsa.RSAPublicKey, cek: bytes, rsa_padding: RsaPadding
-) -> cms.RecipientInfo:
+) -> _Info:
+    """KeyTransRecipientInfo: v0 with issuerAndSerialNumber, v2 with [0] subjectKeyIdentifier."""
     cert = recipient.certificate
     if recipient.identifier == "ski":
-        rid = cms.RecipientIdentifier(
-            name="subject_key_identifier", value=_subject_key_identifier(cert)
-        )
+        version, rid = 2, _der(0x80, _subject_key_identifier(cert))
     else:
-        rid = cms.RecipientIdentifier(
-            name="issuer_and_serial_number", value=_issuer_and_serial(cert)
-        )
+        version, rid = 0, _issuer_and_serial(cert)
     if rsa_padding == "oaep":
         encrypted_key = public_key.encrypt(
             cek,
             padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
         )
-        algorithm = cms.KeyEncryptionAlgorithm(
-            {
-                "algorithm": "rsaes_oaep",
-                "parameters": algos.RSAESOAEPParams(
-                    {
-                        "hash_algorithm": {"algorithm": "sha256"},
-                        "mask_gen_algorithm": {
-                            "algorithm": "mgf1",
-                            "parameters": {"algorithm": "sha256"},
-                        },
-                    }
-                ),
-            }
-        )
+        algorithm = _RSA_OAEP_SHA256_ALGORITHM
     else:
         encrypted_key = public_key.encrypt(cek, padding.PKCS1v15())
-        algorithm = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
-    return cms.RecipientInfo(
-        name="ktri",
-        value=cms.KeyTransRecipientInfo(
-            {
-                "version": "v2" if recipient.identifier == "ski" else "v0",
-                "rid": rid,
-                "key_encryption_algorithm": algorithm,
-                "encrypted_key": encrypted_key,
-            }
-        ),
-    )
+        algorithm = _RSA_PKCS1V15_ALGORITHM
+    body = bytes((0x02, 0x01, version)) + rid + algorithm + _der(0x04, encrypted_key)
+    return _der(0x30, body), version
 
 
 def _key_agreement(
     recipient: Recipient, public_key: ec.EllipticCurvePublicKey, cek: bytes, spec: ContentCipher
-) -> cms.RecipientInfo:
+) -> _Info:
     # One fresh ephemeral key per recipient: RFC 5753 allows sharing it among recipients on
     # the same curve, but separate KeyAgreeRecipientInfos keep every recipient independent.
     cert = recipient.certificate
@@ -232,7 +256,8 @@ def _key_agreement(
         )
     else:
         rid = cms.KeyAgreementRecipientIdentifier(
-            name="issuer_and_serial_number", value=_issuer_and_serial(cert)
+            name="issuer_and_serial_number",
+            value=cms.IssuerAndSerialNumber.load(_issuer_and_serial(cert)),
         )
     point = ephemeral.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -241,7 +266,7 @@ def _key_agreement(
         # RFC 5753 §3.1.1 allows absent parameters; the curve is the recipient's.
         {"algorithm": keys.PublicKeyAlgorithm({"algorithm": "ec"}), "public_key": point}
     )
-    return cms.RecipientInfo(
+    info = cms.RecipientInfo(
         name="kari",
         value=cms.KeyAgreeRecipientInfo(
             {
@@ -258,10 +283,7 @@ def _key_agreement(
             }
         ),
     )
-
-
-def _tlv(identifier: int, body: bytes) -> bytes:
-    return encode_header(identifier, len(body)) + body
+    return bytes(info.dump()), 3
 
 
 def _open_element(identifier: int, head: bytes, tail_size: int) -> bytes:
@@ -269,42 +291,41 @@ def _open_element(identifier: int, head: bytes, tail_size: int) -> bytes:
     return encode_header(identifier, len(head) + tail_size) + head
 
 
-def _assemble(
-    content: bytes, infos: list[cms.RecipientInfo], spec: ContentCipher, cek: bytes
-) -> bytes:
+def _assemble(content: bytes, infos: list[_Info], spec: ContentCipher, cek: bytes) -> bytearray:
     authenticated = spec.authenticated
     if authenticated:
         iv = os.urandom(_GCM_NONCE_SIZE)
-        parameters: core.Asn1Value = GCMParameters({"aes_nonce": iv, "aes_icvlen": _GCM_TAG_SIZE})
+        # RFC 5084 GCMParameters: the nonce and, since it is not the default 12, the ICV length.
+        parameters = _der(0x30, _der(0x04, iv) + bytes((0x02, 0x01, _GCM_TAG_SIZE)))
         ciphertext_size = len(content)
         trailer_size = 2 + _GCM_TAG_SIZE  # mac OCTET STRING
         version = 0  # RFC 5083 §2.1: always 0
     else:
         iv = os.urandom(spec.block_size)
-        parameters = core.OctetString(iv)
+        parameters = _der(0x04, iv)
         ciphertext_size = (len(content) // spec.block_size + 1) * spec.block_size
         trailer_size = 0
         # RFC 5652 §6.1: version 2 as soon as any RecipientInfo is not version 0.
-        version = 0 if all(ri.chosen["version"].native == "v0" for ri in infos) else 2
+        version = 0 if all(info_version == 0 for _, info_version in infos) else 2
 
     # Every element from the ContentInfo down to the encryptedContent ends with the
     # ciphertext (and, for GCM, the mac), which is written after the headers.
     tail = ciphertext_size + trailer_size
-    algorithm = algos.EncryptionAlgorithm({"algorithm": spec.oid, "parameters": parameters})
+    algorithm = _der(0x30, _oid_der(spec.oid) + parameters)
     content_info = _open_element(
         0x30,
-        core.ObjectIdentifier(ID_DATA).dump()
-        + algorithm.dump()
+        _oid_der(ID_DATA)
+        + algorithm
         + encode_header(0x80, ciphertext_size),  # [0] IMPLICIT OCTET STRING, primitive
         ciphertext_size,
     )
     # DER SET OF: elements sorted by their encodings.
-    recipient_infos = _tlv(0x31, b"".join(sorted(ri.dump() for ri in infos)))
+    recipient_infos = _der(0x31, b"".join(sorted(der for der, _ in infos)))
     body = _open_element(0x30, bytes((0x02, 0x01, version)) + recipient_infos + content_info, tail)
     content_type = ID_AUTH_ENVELOPED_DATA if authenticated else ID_ENVELOPED_DATA
     head = _open_element(
         0x30,
-        core.ObjectIdentifier(content_type).dump() + _open_element(0xA0, body, tail),
+        _oid_der(content_type) + _open_element(0xA0, body, tail),
         tail,
     )
 
@@ -317,7 +338,7 @@ def _assemble(
         # update_into wants block_size - 1 spare bytes; the mac's place provides them.
         written = gcm.update_into(source, view)
         gcm.finalize()
-        view[written:] = _tlv(0x04, gcm.tag)
+        view[written:] = _der(0x04, gcm.tag)
     else:
         encryptor = Cipher(spec.algorithm(cek), modes.CBC(iv)).encryptor()
         whole = len(content) - len(content) % spec.block_size
@@ -326,4 +347,4 @@ def _assemble(
         pad = spec.block_size - len(content) % spec.block_size
         last = encryptor.update(bytes(source[whole:]) + bytes((pad,)) * pad) + encryptor.finalize()
         view[written:] = last
-    return bytes(out)
+    return out

@@ -9,6 +9,7 @@ same content decryption error later.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -28,6 +29,7 @@ from sealrelay.smime.asn1 import (
     RSA_ENCRYPTION,
     RSAES_OAEP,
     KeyWrapAlgorithm,
+    names_equal,
 )
 from sealrelay.smime.errors import NoMatchingKey, UnsupportedAlgorithm
 from sealrelay.smime.keyagree import derive_kek
@@ -127,13 +129,20 @@ def _candidate(cert: x509.Certificate, key: PrivateKeyTypes) -> Candidate | None
             f"the private key given for {cert.subject.rfc4514_string()} does not belong to"
             " its certificate"
         )
+    return Candidate(cert, key, *_identifiers(cert))
+
+
+@functools.lru_cache(maxsize=256)
+def _identifiers(cert: x509.Certificate) -> tuple[asn1_x509.Name, int, bytes]:
+    """Issuer, serial number and subject key identifier of one of our certificates: parsed
+    once per certificate rather than once per message (public data only, no key)."""
     parsed = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         # What OpenSSL and RFC 5280 §4.2.1.2 method 1 would put there.
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
-    return Candidate(cert, key, parsed.issuer, parsed.serial_number, ski)
+        ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    return parsed.issuer, int(parsed.serial_number), ski
 
 
 def _entries_for(info: cms.RecipientInfo, candidate: Candidate) -> Iterator[tuple[bytes, Any]]:
@@ -152,7 +161,7 @@ def _names(rid: Any, candidate: Candidate) -> bool:
     if rid.name == "issuer_and_serial_number":
         return bool(
             rid.chosen["serial_number"].native == candidate.serial
-            and rid.chosen["issuer"] == candidate.issuer
+            and names_equal(rid.chosen["issuer"].dump(), candidate.issuer.dump())
         )
     if rid.name == "subject_key_identifier":
         return bool(rid.chosen.native == candidate.subject_key_identifier)

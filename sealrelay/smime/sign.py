@@ -8,11 +8,12 @@ certificates when called in the wrong order.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Literal, cast
 
 import attrs
-from asn1crypto import algos, cms
+from asn1crypto import algos
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,23 +24,17 @@ from sealrelay.smime.algorithms import SIGNING_DIGESTS, encode_capabilities
 from sealrelay.smime.ciphers import DECRYPTABLE_CAPABILITIES
 from sealrelay.smime.errors import SigningError
 from sealrelay.smime.mime import (
-    attach_content,
+    attach_pieces,
     detach_content,
-    multipart_signed,
-    pkcs7_mime_entity,
+    multipart_signed_pieces,
+    pkcs7_mime_pieces,
+    prepare_canonical_for_signing,
     prepare_for_signing,
 )
 
 
 SignMode = Literal["clear", "opaque"]
 RsaPadding = Literal["pkcs1v15", "pss"]
-SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def _certificates(value: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
@@ -59,55 +54,101 @@ class Signer:
     chain: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=_certificates)
     digest: str = "sha256"
     rsa_padding: RsaPadding = "pkcs1v15"
+    # The key type, found once: isinstance checks against the key ABCs cost about a
+    # microsecond each, and signing asked half a dozen of them.
+    _scheme: Literal["rsa", "ecdsa", "ed25519"] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.key, SigningKey):
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            scheme: Literal["rsa", "ecdsa", "ed25519"] = "rsa"
+        elif isinstance(self.key, ec.EllipticCurvePrivateKey):
+            scheme = "ecdsa"
+        elif isinstance(self.key, ed25519.Ed25519PrivateKey):
+            scheme = "ed25519"
+        else:
             raise SigningError(f"cannot sign with a {type(self.key).__name__} key")
+        object.__setattr__(self, "_scheme", scheme)
         if self.digest not in SIGNING_DIGESTS:
             raise SigningError(
                 f"unsupported digest {self.digest!r}; use one of {list(SIGNING_DIGESTS)}"
             )
         if self.rsa_padding not in ("pkcs1v15", "pss"):
             raise SigningError(f"unknown RSA padding {self.rsa_padding!r}")
-        if _spki(self.key.public_key()) != _spki(self.certificate.public_key()):
+        # Public key equality compares the key material (as the SubjectPublicKeyInfo would)
+        # without serialising either key.
+        if self.key.public_key() != self.certificate.public_key():
             subject = self.certificate.subject.rfc4514_string()
             raise SigningError(f"the private key does not belong to the certificate {subject}")
 
     @property
     def effective_digest(self) -> str:
-        return "sha512" if isinstance(self.key, ed25519.Ed25519PrivateKey) else self.digest
+        return "sha512" if self._scheme == "ed25519" else self.digest
 
-    def _signature_algorithm(self) -> algos.SignedDigestAlgorithm:
-        digest = self.effective_digest
-        if isinstance(self.key, ed25519.Ed25519PrivateKey):
-            return algos.SignedDigestAlgorithm({"algorithm": "ed25519"})
-        if isinstance(self.key, ec.EllipticCurvePrivateKey):
-            return algos.SignedDigestAlgorithm({"algorithm": f"{digest}_ecdsa"})
-        if self.rsa_padding == "pss":
-            digest_algorithm = algos.DigestAlgorithm({"algorithm": digest})
-            params = algos.RSASSAPSSParams(
-                {
-                    "hash_algorithm": digest_algorithm,
-                    "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": digest_algorithm},
-                    "salt_length": SIGNING_DIGESTS[digest].digest_size,
-                }
-            )
-            return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pss", "parameters": params})
-        # rsaEncryption + digestAlgorithm is what every S/MIME implementation emits and accepts.
-        return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
+    def _signature_algorithm(self) -> bytes:
+        """The DER signatureAlgorithm of the SignerInfo."""
+        if self._scheme == "rsa":
+            return _signature_algorithm_der(self.rsa_padding, self.digest)
+        return _signature_algorithm_der(self._scheme, self.effective_digest)
 
     def _sign(self, data: bytes) -> bytes:
-        key = cast(SigningKey, self.key)  # checked in __attrs_post_init__
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key.sign(data)
-        digest = SIGNING_DIGESTS[self.effective_digest]()
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(digest))
+        if self._scheme == "ed25519":
+            return cast(ed25519.Ed25519PrivateKey, self.key).sign(data)
+        digest = SIGNING_DIGESTS[self.digest]()
+        if self._scheme == "ecdsa":
+            return cast(ec.EllipticCurvePrivateKey, self.key).sign(data, ec.ECDSA(digest))
+        key = cast(rsa.RSAPrivateKey, self.key)
         if self.rsa_padding == "pss":
             # Salt = digest length: gpgsm 2.2 rejects (and crashes on) the maximum salt length.
             pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
             return key.sign(data, pss, digest)
         return key.sign(data, padding.PKCS1v15(), digest)
+
+
+# The DER of the few AlgorithmIdentifiers and certificate fields a signature needs is built
+# once (by asn1crypto, which takes tens of microseconds per structure) and reused.
+
+
+@functools.cache
+def _signature_algorithm_der(scheme: str, digest: str) -> bytes:
+    if scheme == "ed25519":
+        return bytes(algos.SignedDigestAlgorithm({"algorithm": "ed25519"}).dump())
+    if scheme == "ecdsa":
+        return bytes(algos.SignedDigestAlgorithm({"algorithm": f"{digest}_ecdsa"}).dump())
+    if scheme == "pss":
+        digest_algorithm = algos.DigestAlgorithm({"algorithm": digest})
+        params = algos.RSASSAPSSParams(
+            {
+                "hash_algorithm": digest_algorithm,
+                "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": digest_algorithm},
+                "salt_length": SIGNING_DIGESTS[digest].digest_size,
+            }
+        )
+        algorithm = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pss", "parameters": params})
+        return bytes(algorithm.dump())
+    # rsaEncryption + digestAlgorithm is what every S/MIME implementation emits and accepts.
+    return bytes(algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump())
+
+
+@functools.cache
+def _digest_algorithm_der(digest: str) -> bytes:
+    return bytes(algos.DigestAlgorithm({"algorithm": digest}).dump())
+
+
+@functools.lru_cache(maxsize=256)
+def _certificates_field(
+    certificate: x509.Certificate, chain: tuple[x509.Certificate, ...]
+) -> bytes:
+    """The [0] IMPLICIT CertificateSet of SignedData: signer and chain, in DER SET OF order."""
+    encodings = {c.public_bytes(serialization.Encoding.DER) for c in (certificate, *chain)}
+    return _der(0xA0, b"".join(sorted(encodings)))
+
+
+@functools.lru_cache(maxsize=256)
+def _issuer_and_serial(certificate: x509.Certificate) -> bytes:
+    """IssuerAndSerialNumber, copied byte for byte from the certificate as the sid requires."""
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+    return _der(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
 
 
 _ID_DATA = bytes.fromhex("2a864886f70d010701")  # 1.2.840.113549.1.7.1
@@ -135,35 +176,31 @@ def _attribute(oid: bytes, value: bytes) -> bytes:
     return _der(0x30, _der(0x06, oid) + _der(0x31, value))
 
 
-@attrs.frozen
-class _Tlv:
-    """A constructed DER element whose parts are joined only once, at the very end: the
-    content of an opaque signature may be megabytes and should not be copied per level."""
-
-    tag: int
-    parts: tuple[_Tlv | bytes, ...]
-
-    def length(self) -> int:
-        return sum(len(p) if isinstance(p, bytes) else p.encoded_length() for p in self.parts)
-
-    def encoded_length(self) -> int:
-        length = self.length()
-        return len(_header(self.tag, length)) + length
-
-    def emit(self, out: list[bytes]) -> None:
-        out.append(_header(self.tag, self.length()))
-        for part in self.parts:
-            if isinstance(part, bytes):
-                out.append(part)
-            else:
-                part.emit(out)
+def _framed(tag: int, parts: list[bytes]) -> list[bytes]:
+    """`parts` preceded by the header of the element they make up: the parts are joined only
+    once, at the very end, since an opaque signature's content may be megabytes."""
+    return [_header(tag, sum(map(len, parts))), *parts]
 
 
-def _time(moment: datetime.datetime) -> cms.Time:
-    # RFC 5652 11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
+_ID_DATA_DER = _der(0x06, _ID_DATA)
+_ID_SIGNED_DATA_DER = _der(0x06, _ID_SIGNED_DATA)
+_CONTENT_TYPE_DATA = _attribute(_ID_CONTENT_TYPE, _ID_DATA_DER)
+
+
+@functools.lru_cache(maxsize=64)
+def _capabilities_attribute(capabilities: tuple[str, ...]) -> bytes:
+    return _attribute(_ID_SMIME_CAPABILITIES, encode_capabilities(capabilities))
+
+
+def _time(moment: datetime.datetime) -> bytes:
+    """The DER Time of a moment in UTC, whole seconds: RFC 5652 11.3 wants UTCTime for
+    1950-2049 and GeneralizedTime otherwise, both in the "Z" form DER requires."""
+    if moment.tzinfo is None:
+        raise ValueError("the signing time must be timezone aware")
+    moment = moment.astimezone(datetime.UTC)
     if 1950 <= moment.year < 2050:
-        return cms.Time({"utc_time": moment})
-    return cms.Time({"generalized_time": moment})
+        return _der(0x17, moment.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return _der(0x18, f"{moment.year:04d}{moment.strftime('%m%d%H%M%S')}Z".encode("ascii"))
 
 
 def signed_data(
@@ -184,57 +221,47 @@ def signed_data(
     hasher.update(content)
     moment = signing_time or datetime.datetime.now(datetime.UTC)
     attributes = [
-        _attribute(_ID_CONTENT_TYPE, _der(0x06, _ID_DATA)),
-        _attribute(_ID_SIGNING_TIME, _time(moment.replace(microsecond=0)).dump()),
+        _CONTENT_TYPE_DATA,
+        _attribute(_ID_SIGNING_TIME, _time(moment)),
         _attribute(_ID_MESSAGE_DIGEST, _der(0x04, hasher.finalize())),
     ]
     if capabilities:
-        attributes.append(
-            _attribute(_ID_SMIME_CAPABILITIES, encode_capabilities(tuple(capabilities)))
-        )
+        attributes.append(_capabilities_attribute(tuple(capabilities)))
     # SignedAttributes as a SET (0x31) in DER order: exactly the bytes the signature covers.
     # (Built by hand: asn1crypto spends milliseconds copying nested values here.)
     signed_attrs = _der(0x31, b"".join(sorted(attributes)))
     signature = signer._sign(signed_attrs)
 
-    signer_der = signer.certificate.public_bytes(serialization.Encoding.DER)
-    signer_cert = asn1_x509.Certificate.load(signer_der)
-    digest_algorithm = algos.DigestAlgorithm({"algorithm": digest_name}).dump()
-    tbs = signer_cert["tbs_certificate"]
-    # issuer and serial are copied byte for byte from the certificate, as the sid requires.
-    issuer_and_serial = _der(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
+    digest_algorithm = _digest_algorithm_der(digest_name)
     signer_info = _der(
         0x30,
         b"".join(
             [
-                _der(0x02, b"\x01"),  # version 1: issuerAndSerialNumber
-                issuer_and_serial,
+                b"\x02\x01\x01",  # version 1: issuerAndSerialNumber
+                _issuer_and_serial(signer.certificate),
                 digest_algorithm,
                 b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
-                signer._signature_algorithm().dump(),
+                signer._signature_algorithm(),
                 _der(0x04, signature),
             ]
         ),
     )
-    certificates = [signer_der, *(c.public_bytes(serialization.Encoding.DER) for c in signer.chain)]
     # The outer layers are framed by hand: asn1crypto would re-encode every certificate and
     # copy the content several times, which dominated the cost of signing.
-    encap: list[_Tlv | bytes] = [_der(0x06, _ID_DATA)]
+    encap = [_ID_DATA_DER]
     if not detached:
-        encap.append(_Tlv(0xA0, (_Tlv(0x04, (content,)),)))
-    signed = _Tlv(
+        encap = [*encap, *_framed(0xA0, _framed(0x04, [content]))]
+    signed = _framed(
         0x30,
-        (
-            _der(0x02, b"\x01"),  # version 1: issuerAndSerialNumber sid, id-data content
+        [
+            b"\x02\x01\x01",  # version 1: issuerAndSerialNumber sid, id-data content
             _der(0x31, digest_algorithm),
-            _Tlv(0x30, tuple(encap)),
-            _der(0xA0, b"".join(sorted(set(certificates)))),  # DER orders a SET OF
+            *_framed(0x30, encap),
+            _certificates_field(signer.certificate, signer.chain),
             _der(0x31, signer_info),
-        ),
+        ],
     )
-    out: list[bytes] = []
-    _Tlv(0x30, (_der(0x06, _ID_SIGNED_DATA), _Tlv(0xA0, (signed,)))).emit(out)
-    return b"".join(out)
+    return b"".join(_framed(0x30, [_ID_SIGNED_DATA_DER, *_framed(0xA0, signed)]))
 
 
 def sign_entity(
@@ -249,9 +276,31 @@ def sign_entity(
 
     The entity is first made 7-bit safe and CRLF (RFC 8551 3.1); the result is CRLF throughout.
     """
+    return b"".join(
+        _signed_pieces(
+            entity,
+            signer,
+            mode=mode,
+            capabilities=capabilities,
+            signing_time=signing_time,
+            canonical=False,
+        )
+    )
+
+
+def _signed_pieces(
+    entity: bytes,
+    signer: Signer,
+    *,
+    mode: SignMode,
+    capabilities: Sequence[str],
+    signing_time: datetime.datetime | None,
+    canonical: bool,
+) -> list[bytes]:
+    """`sign_entity` as pieces to join; `canonical` says `entity` is CRLF already."""
     if mode not in ("clear", "opaque"):
         raise SigningError(f"unknown signing mode {mode!r}; use 'clear' or 'opaque'")
-    prepared = prepare_for_signing(entity)
+    prepared = prepare_canonical_for_signing(entity) if canonical else prepare_for_signing(entity)
     der = signed_data(
         prepared,
         signer,
@@ -260,8 +309,8 @@ def sign_entity(
         signing_time=signing_time,
     )
     if mode == "clear":
-        return multipart_signed(prepared, der, digest=signer.effective_digest)
-    return pkcs7_mime_entity(der, "signed-data")
+        return multipart_signed_pieces(prepared, der, digest=signer.effective_digest)
+    return pkcs7_mime_pieces(der, "signed-data")
 
 
 def sign_message(
@@ -275,7 +324,15 @@ def sign_message(
     """Signs an RFC 5322 message: its content (with the Content-* fields) becomes the signed
     entity, and the other header fields (From, To, Subject, ...) stay outside, unchanged."""
     outer, entity = detach_content(message)
-    signed = sign_entity(
-        entity, signer, mode=mode, capabilities=capabilities, signing_time=signing_time
+    pieces = _signed_pieces(
+        entity,
+        signer,
+        mode=mode,
+        capabilities=capabilities,
+        signing_time=signing_time,
+        canonical=True,
     )
-    return attach_content(outer, signed)
+    # An opaque signature carries the entity base64-encoded: let the plain copy go before the
+    # message is joined (a clear signature's pieces still hold it).
+    del entity
+    return attach_pieces(outer, pieces)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import attrs
 from asn1crypto import algos, cms, core
@@ -28,6 +29,19 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from sealrelay.smime.algorithms import VERIFY_DIGESTS, WEAK_DIGESTS, decode_capabilities
+from sealrelay.smime.asn1 import cached_by_encoding, names_equal, oid_dotted
+from sealrelay.smime.ber import (
+    CONTEXT,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_OID,
+    TAG_SEQUENCE,
+    TAG_SET,
+    UNIVERSAL,
+    Element,
+    Fields,
+    Reader,
+)
 from sealrelay.smime.chain import Revocation, validate_signer
 from sealrelay.smime.errors import MalformedMessage
 from sealrelay.smime.mime import (
@@ -39,6 +53,8 @@ from sealrelay.smime.mime import (
 )
 
 
+#: Element reads allowed while parsing one SignerInfo: hundreds of attributes at most.
+_MAX_SIGNER_INFO_READS = 10_000
 #: How far a signing time may lie in the future before the signature is refused.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 MIN_RSA_BITS = 2048
@@ -97,7 +113,7 @@ class VerificationResult:
 
 @attrs.frozen
 class _SignerInfo:
-    sid_issuer: object | None  # asn1crypto Name, compared with asn1crypto's own equality
+    sid_issuer: bytes | None  # DER Name, compared with `names_equal`
     sid_serial: int | None
     sid_key_id: bytes | None
     digest: str  # asn1crypto name or dotted OID
@@ -114,75 +130,121 @@ class _SignerInfo:
 @attrs.frozen
 class _SignedData:
     econtent: bytes | None
-    certificates: tuple[tuple[object, x509.Certificate], ...]  # (asn1crypto, cryptography)
+    certificates: tuple[_Carried, ...]
     signer_infos: tuple[_SignerInfo, ...]
 
 
-def _single(values: list[Any], what: str) -> Any:
+# A SignerInfo is read field by field with the bounded BER reader: asn1crypto's lazy parsing of
+# it cost more than everything else in a verification. The small pieces asn1crypto still parses
+# (algorithm identifiers, the sid, OIDs, SMIMECapabilities) are the same in every message of a
+# sender, so they are cached by their encoding.
+
+
+@cached_by_encoding
+def _issuer_and_serial(encoding: bytes) -> tuple[bytes, int]:
+    sid = cms.IssuerAndSerialNumber.load(encoding)
+    issuer = sid["issuer"]
+    issuer.native  # noqa: B018 -- parse now so that a bad name fails here
+    return bytes(issuer.dump()), int(sid["serial_number"].native)
+
+
+@cached_by_encoding
+def _digest_name(encoding: bytes) -> str:
+    digest = algos.DigestAlgorithm.load(encoding)["algorithm"]
+    return str(digest.native if digest.native in VERIFY_DIGESTS else digest.dotted)
+
+
+@cached_by_encoding
+def _signature_algorithm(encoding: bytes) -> tuple[str, algos.RSASSAPSSParams | None]:
+    algorithm = algos.SignedDigestAlgorithm.load(encoding)
+    oid = str(algorithm["algorithm"].dotted)
+    if oid != _RSA_PSS:
+        return oid, None
+    pss_params = algorithm["parameters"]
+    pss_params.native  # noqa: B018 -- parse now so that bad parameters fail here
+    return oid, pss_params
+
+
+@cached_by_encoding
+def _decoded_capabilities(encoding: bytes) -> tuple[str, ...]:
+    # Only a hint for choosing a cipher later: a garbled one is ignored, not fatal.
+    try:
+        return decode_capabilities(cms.SMIMECapabilites.load(encoding))
+    except (ValueError, TypeError, KeyError):
+        return ()
+
+
+def _single(values: list[bytes], what: str) -> bytes:
     if len(values) != 1:
         raise MalformedMessage(f"signed attribute {what} must occur once with one value")
     return values[0]
 
 
-def _attribute_values(signed_attrs: cms.CMSAttributes) -> dict[str, list[Any]]:
-    values: dict[str, list[Any]] = {}
-    for attribute in signed_attrs:
-        kind = attribute["type"].dotted
+def _attribute_values(reader: Reader, signed_attrs: Element) -> dict[str, list[bytes]]:
+    """The encoded values of each signed attribute, by dotted attribute type."""
+    values: dict[str, list[bytes]] = {}
+    for attribute in reader.children(signed_attrs):
+        if not attribute.is_(UNIVERSAL, TAG_SEQUENCE):
+            raise MalformedMessage("a signed attribute is not a SEQUENCE")
+        fields = Fields(reader, attribute, 2)
+        kind = oid_dotted(reader.bytes_of(fields.require(UNIVERSAL, TAG_OID)))
+        value_set = fields.require(UNIVERSAL, TAG_SET)
+        fields.end()
         if kind in values:
             raise MalformedMessage(f"signed attribute {kind} occurs twice")
-        values[kind] = list(attribute["values"])
+        values[kind] = [reader.bytes_of(value) for value in reader.children(value_set)]
     return values
 
 
-def _capabilities(values: list[Any]) -> tuple[str, ...]:
-    # Only a hint for choosing a cipher later: a garbled one is ignored, not fatal.
-    try:
-        return decode_capabilities(values[0]) if len(values) == 1 else ()
-    except (ValueError, TypeError, KeyError):
-        return ()
-
-
-def _parse_signer_info(info: cms.SignerInfo) -> _SignerInfo:
-    sid = info["sid"]
+def _parse_signer_info(der: bytes) -> _SignerInfo:
+    """RFC 5652 5.3 SignerInfo, from its encoding (DER or BER)."""
+    reader = Reader(memoryview(der), max_reads=_MAX_SIGNER_INFO_READS)
+    top = reader.element(0, len(der))
+    if top.end != len(der) or not top.is_(UNIVERSAL, TAG_SEQUENCE):
+        raise MalformedMessage("a SignerInfo is not a SEQUENCE")
+    fields = Fields(reader, top, 7)
+    fields.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the sid
     issuer = serial = key_id = None
-    if sid.name == "issuer_and_serial_number":
-        issuer = sid.chosen["issuer"]
-        issuer.native  # noqa: B018 -- parse now so that a bad name fails here
-        serial = int(sid.chosen["serial_number"].native)
-    else:
-        key_id = bytes(sid.chosen.native)
-    signature_algorithm = info["signature_algorithm"]
-    signature_oid = signature_algorithm["algorithm"].dotted
-    pss_params = None
-    if signature_oid == _RSA_PSS:
-        pss_params = signature_algorithm["parameters"]
-        pss_params.native  # noqa: B018 -- parse now so that bad parameters fail here
+    sid = fields.take(UNIVERSAL, TAG_SEQUENCE, optional=True)
+    if sid is not None:
+        issuer, serial = _issuer_and_serial(reader.bytes_of(sid))
+    else:  # [0] IMPLICIT SubjectKeyIdentifier
+        key_id = b"".join(reader.octet_string_chunks(fields.require(CONTEXT, 0)))
+    digest = _digest_name(reader.bytes_of(fields.require(UNIVERSAL, TAG_SEQUENCE)))
+    signed_attrs = fields.take(CONTEXT, 0, optional=True)
+    signature_oid, pss_params = _signature_algorithm(
+        reader.bytes_of(fields.require(UNIVERSAL, TAG_SEQUENCE))
+    )
+    signature = b"".join(reader.octet_string_chunks(fields.require(UNIVERSAL, TAG_OCTET_STRING)))
+    fields.take(CONTEXT, 1, optional=True)  # unsignedAttrs
+    fields.end()
     raw_attrs = content_type = message_digest = signing_time = None
     capabilities: tuple[str, ...] = ()
-    if not isinstance(info["signed_attrs"], core.Void):
-        received = info["signed_attrs"].dump()
+    if signed_attrs is not None:
+        if not signed_attrs.constructed:
+            raise MalformedMessage("signed attributes are not a SET")
         # The signature covers the SET OF encoding of the received bytes (RFC 5652 5.4).
-        raw_attrs = b"\x31" + received[1:]
-        values = _attribute_values(info["signed_attrs"])
+        raw_attrs = b"\x31" + reader.bytes_of(signed_attrs)[1:]
+        values = _attribute_values(reader, signed_attrs)
         if "1.2.840.113549.1.9.3" in values:
-            oid = _single(values["1.2.840.113549.1.9.3"], "contentType")
-            content_type = cast(str, oid.dotted)
+            content_type = oid_dotted(_single(values["1.2.840.113549.1.9.3"], "contentType"))
         if "1.2.840.113549.1.9.4" in values:
             digest_value = _single(values["1.2.840.113549.1.9.4"], "messageDigest")
-            message_digest = bytes(digest_value.native)
+            message_digest = bytes(core.OctetString.load(digest_value).native)
         if "1.2.840.113549.1.9.5" in values:
-            when = _single(values["1.2.840.113549.1.9.5"], "signingTime")
+            when = cms.Time.load(_single(values["1.2.840.113549.1.9.5"], "signingTime"))
             signing_time = cast(datetime.datetime, when.native)
-        capabilities = _capabilities(values.get("1.2.840.113549.1.9.15", []))
-    digest = info["digest_algorithm"]["algorithm"]
+        capability_values = values.get("1.2.840.113549.1.9.15", [])
+        if len(capability_values) == 1:
+            capabilities = _decoded_capabilities(capability_values[0])
     return _SignerInfo(
         sid_issuer=issuer,
         sid_serial=serial,
         sid_key_id=key_id,
-        digest=digest.native if digest.native in VERIFY_DIGESTS else digest.dotted,
+        digest=digest,
         signature_oid=signature_oid,
         pss_params=pss_params,
-        signature=bytes(info["signature"].native),
+        signature=signature,
         signed_attrs=raw_attrs,
         content_type=content_type,
         message_digest=message_digest,
@@ -191,44 +253,105 @@ def _parse_signer_info(info: cms.SignerInfo) -> _SignerInfo:
     )
 
 
-def _load_certificate(asn1_cert: asn1_x509.Certificate) -> x509.Certificate | None:
-    """The certificate, or None if it is broken: cryptography parses fields lazily, so every
-    field used later is touched here rather than failing in the middle of path building."""
+#: A certificate with the DER of its issuer Name, as received (for matching a sid).
+_Carried = tuple[bytes, x509.Certificate]
+
+
+#: Certificates up to this size are cached (real ones are 1-2 KB): the cache holds at most
+#: 1024 of them, whatever a hostile message carries.
+_MAX_CACHED_CERTIFICATE = 16 * 1024
+
+
+def _load_certificate(der: bytes) -> _Carried | None:
+    """The certificate, or None if it is broken.
+
+    Cached by encoding: senders attach the same few certificates to every message, and the
+    same certificate object lets the chain validation reuse its signature checks.
+    """
+    if len(der) > _MAX_CACHED_CERTIFICATE:
+        return _parse_certificate(der)
+    return _cached_certificate(der)
+
+
+def _parse_certificate(der: bytes) -> _Carried | None:
+    # cryptography parses fields lazily, so every field used later is touched here rather
+    # than failing in the middle of path building.
     try:
-        if asn1_cert.serial_number <= 0:
+        tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+        if tbs["serial_number"].native <= 0:
             return None  # forbidden by RFC 5280; cryptography warns now and will refuse later
-        cert = x509.load_der_x509_certificate(asn1_cert.dump())
+        issuer = bytes(tbs["issuer"].dump())
+        cert = x509.load_der_x509_certificate(der)
         for field in ("subject", "issuer", "extensions", "not_valid_before_utc"):
             getattr(cert, field)
     except (ValueError, TypeError):
         return None
-    return cert
+    return issuer, cert
 
 
-def _parse_certificates(signed: cms.SignedData) -> tuple[tuple[object, x509.Certificate], ...]:
+_cached_certificate = functools.lru_cache(maxsize=1024)(_parse_certificate)
+
+
+def _parse_certificates(reader: Reader, certificate_set: Element) -> tuple[_Carried, ...]:
     certificates = []
-    for choice in signed["certificates"] or []:
-        # attribute certificates and other formats play no part in S/MIME
-        cert = _load_certificate(choice.chosen) if choice.name == "certificate" else None
-        if cert is not None:
-            certificates.append((choice.chosen, cert))
+    for choice in reader.children(certificate_set):
+        if choice.is_(UNIVERSAL, TAG_SEQUENCE):
+            loaded = _load_certificate(reader.bytes_of(choice))
+            if loaded is not None:
+                certificates.append(loaded)
+        elif not (choice.tag_class == CONTEXT and choice.tag <= 3):
+            raise MalformedMessage("unknown kind of certificate in SignedData")
+        # [0]-[3]: extended and attribute certificates play no part in S/MIME
     return tuple(certificates)
 
 
 def _parse_signed_data(der: bytes) -> _SignedData:
-    """Eagerly parses everything verification needs: asn1crypto parses lazily, so every access
-    happens here, inside the one place that turns parse failures into MalformedMessage."""
+    """Eagerly parses everything verification needs (DER or BER), inside the one place that
+    turns parse failures into MalformedMessage. The layers down to the SignerInfos are read
+    with the bounded BER reader: asn1crypto's lazy parsing of them cost more than the RSA
+    verification."""
     try:
-        info = cms.ContentInfo.load(der, strict=True)
-        if info["content_type"].dotted != "1.2.840.113549.1.7.2":
-            raise MalformedMessage(f"CMS content is {info['content_type'].native}, not signed-data")
-        signed = info["content"]
-        encap = signed["encap_content_info"]
-        if encap["content_type"].dotted != "1.2.840.113549.1.7.1":
-            raise MalformedMessage(f"signed content is {encap['content_type'].native}, not data")
-        econtent = encap["content"].native if encap["content"].native is not None else None
-        signer_infos = tuple(_parse_signer_info(si) for si in signed["signer_infos"])
-        certificates = _parse_certificates(signed)
+        # As in decryption: ample for real CMS, tight for a flood of tiny elements.
+        reader = Reader(memoryview(der).cast("B"), max_reads=100_000 + len(der) // 64)
+        top = reader.element(0, len(der))
+        if top.end != len(der) or not top.is_(UNIVERSAL, TAG_SEQUENCE):
+            raise MalformedMessage("not a CMS ContentInfo")
+        content_info = Fields(reader, top, 2)
+        content_type = oid_dotted(reader.bytes_of(content_info.require(UNIVERSAL, TAG_OID)))
+        if content_type != "1.2.840.113549.1.7.2":
+            name = cms.ContentType.map(content_type)
+            raise MalformedMessage(f"CMS content is {name}, not signed-data")
+        explicit = Fields(reader, content_info.require(CONTEXT, 0), 1)
+        content_info.end()
+        body = Fields(reader, explicit.require(UNIVERSAL, TAG_SEQUENCE), 6)
+        explicit.end()
+        body.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the fields that follow
+        body.require(UNIVERSAL, TAG_SET)  # digestAlgorithms: each SignerInfo names its own
+        encap = Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 2)
+        certificate_set = body.take(CONTEXT, 0, optional=True)
+        body.take(CONTEXT, 1, optional=True)  # crls: revocation comes from the caller
+        signer_info_set = body.require(UNIVERSAL, TAG_SET)
+        body.end()
+
+        econtent_type = oid_dotted(reader.bytes_of(encap.require(UNIVERSAL, TAG_OID)))
+        if econtent_type != "1.2.840.113549.1.7.1":
+            name = cms.ContentType.map(econtent_type)
+            raise MalformedMessage(f"signed content is {name}, not data")
+        econtent = None
+        wrapper = encap.take(CONTEXT, 0, optional=True)
+        encap.end()
+        if wrapper is not None:
+            octets = Fields(reader, wrapper, 1)
+            econtent = b"".join(
+                reader.octet_string_chunks(octets.require(UNIVERSAL, TAG_OCTET_STRING))
+            )
+            octets.end()
+        signer_infos = []
+        for signer_info in reader.children(signer_info_set):
+            signer_infos.append(_parse_signer_info(reader.bytes_of(signer_info)))
+        certificates = (
+            _parse_certificates(reader, certificate_set) if certificate_set is not None else ()
+        )
     except MalformedMessage:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
@@ -237,7 +360,7 @@ def _parse_signed_data(der: bytes) -> _SignedData:
         raise MalformedMessage("malformed CMS SignedData: nested too deeply") from None
     if not signer_infos:
         raise MalformedMessage("CMS SignedData without any signer")
-    return _SignedData(econtent, certificates, signer_infos)
+    return _SignedData(econtent, certificates, tuple(signer_infos))
 
 
 # --- the signature itself ------------------------------------------------------------------
@@ -348,10 +471,8 @@ def _check_crypto(
 # --- certificates and addresses ------------------------------------------------------------
 
 
-def _find_signer(
-    si: _SignerInfo, certificates: Sequence[tuple[object, x509.Certificate]]
-) -> x509.Certificate | None:
-    for asn1_cert, cert in certificates:
+def _find_signer(si: _SignerInfo, certificates: Sequence[_Carried]) -> x509.Certificate | None:
+    for issuer, cert in certificates:
         if si.sid_key_id is not None:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -359,15 +480,15 @@ def _find_signer(
                 continue
             if ski.value.digest == si.sid_key_id:
                 return cert
-        elif cert.serial_number == si.sid_serial and _same_name(asn1_cert, si.sid_issuer):
+        elif cert.serial_number == si.sid_serial and _same_name(issuer, si.sid_issuer):
             return cert
     return None
 
 
-def _same_name(asn1_cert: object, sid_issuer: object) -> bool:
-    # asn1crypto compares names as RFC 5280 7.1 says (case and string types normalised).
+def _same_name(issuer: bytes, sid_issuer: bytes | None) -> bool:
+    # Names compare as RFC 5280 7.1 says (case and string types normalised).
     try:
-        return bool(asn1_cert.issuer == sid_issuer)  # type: ignore[attr-defined]
+        return sid_issuer is not None and names_equal(issuer, sid_issuer)
     except (ValueError, TypeError):
         return False
 
@@ -413,13 +534,14 @@ def _signer_name(cert: x509.Certificate) -> str:
 # --- putting it together -------------------------------------------------------------------
 
 
-def _to_cryptography_certificates(
-    certificates: Sequence[x509.Certificate],
-) -> tuple[tuple[object, x509.Certificate], ...]:
-    return tuple(
-        (asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)), c)
-        for c in certificates
-    )
+def _to_cryptography_certificates(certificates: Sequence[x509.Certificate]) -> tuple[_Carried, ...]:
+    return tuple((_issuer_der(c), c) for c in certificates)
+
+
+@functools.lru_cache(maxsize=1024)
+def _issuer_der(cert: x509.Certificate) -> bytes:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return bytes(asn1_x509.Certificate.load(der)["tbs_certificate"]["issuer"].dump())
 
 
 def _verify_one(

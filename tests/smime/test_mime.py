@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 import pytest
 
 from sealrelay.smime.errors import MalformedMessage
 from sealrelay.smime.mime import (
     ContentType,
+    _has_long_line,
+    _tokens,
     attach_content,
     base64_lines,
+    base64_pieces,
     canonicalize,
     detach_content,
     get_header,
@@ -19,6 +23,7 @@ from sealrelay.smime.mime import (
     parse_multipart_signed,
     parse_pkcs7_mime,
     pkcs7_mime_entity,
+    prepare_canonical_for_signing,
     prepare_for_signing,
     smime_kind,
     split_entity,
@@ -231,3 +236,105 @@ def test_detach_and_attach_content_move_only_content_fields():
 def test_detach_content_makes_the_default_content_type_explicit():
     _, entity = detach_content(b"From: a@example.org\r\n\r\nhello\r\n")
     assert entity == b"Content-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n"
+
+
+# --- fast paths: each must give exactly what the straightforward code gives ---------------
+
+
+def _reference_base64_lines(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        *(0, 1, 2, 3, 56, 57, 58, 113, 114, 115, 57 * 17, 57 * 1023, 57 * 1024 - 1, 57 * 1024),
+        *(57 * 1024 + 1, 57 * 1024 + 57, 57 * 2048, 57 * 2048 + 7, 57 * 3000 + 56),
+    ],
+)
+def test_base64_lines_cut_76_char_lines_at_every_boundary(size):
+    # 57 bytes fill one line; 1024 lines fill one encoding chunk: both edges, and either side.
+    data = bytes((i * 7 + 3) % 256 for i in range(size))
+    lines = base64_lines(data)
+    assert lines == _reference_base64_lines(data)
+    assert all(len(line) <= 76 for line in lines.split(b"\r\n"))
+    assert b"".join(base64_pieces(memoryview(bytearray(data)))) == lines
+
+
+def test_canonicalize_fast_path_and_bare_lf_mixed_input():
+    crlf = b"Content-Type: text/plain\r\n\r\nline\r\n\r\nend\r\n"
+    assert canonicalize(crlf) is crlf
+    assert canonicalize(crlf.replace(b"\r\n", b"\n")) == crlf
+    mixed = b"Content-Type: text/plain\n\r\nline\r\n\nend\n"
+    assert canonicalize(mixed) == crlf
+    # A bare CR is not a line end and stays; CR CR LF keeps its first CR.
+    assert canonicalize(b"a\rb\r\r\nc\n") == b"a\rb\r\r\nc\r\n"
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_detach_content_gives_the_same_entity_for_crlf_lf_and_mixed_messages(line_end):
+    crlf = b"From: a@example.org\r\nContent-Type: text/plain\r\n\r\nbody\r\n-- \r\nA\r\n"
+    message = crlf.replace(b"\r\n", line_end)
+    assert detach_content(message) == detach_content(crlf)
+    mixed = crlf.replace(b"body\r\n", b"body\n", 1)
+    assert detach_content(mixed) == detach_content(crlf)
+
+
+def test_signing_preparation_of_crlf_bare_lf_and_mixed_entities_agrees():
+    entity = b"Content-Type: text/plain\r\n\r\n" + b"x" * 1200 + b"\r\nshort\r\n"
+    prepared = prepare_for_signing(entity)
+    assert b"Content-Transfer-Encoding: quoted-printable" in prepared
+    assert prepare_for_signing(entity.replace(b"\r\n", b"\n")) == prepared
+    assert prepare_canonical_for_signing(entity) == prepared
+    plain = b"Content-Type: text/plain\r\n\r\nshort\r\n"
+    assert prepare_canonical_for_signing(plain) is plain
+
+
+_LONG_LINE = re.compile(rb"^[^\r\n]{999}", re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"a" * 998,
+        b"a" * 999,
+        b"a" * 998 + b"\r\n" + b"b" * 998,
+        b"a" * 998 + b"\r\n" + b"b" * 999,
+        b"a" * 998 + b"\n" + b"b" * 999 + b"\n",
+        b"a" * 500 + b"\r" + b"b" * 600 + b"\r\n",  # a bare CR cuts the run short
+        b"a" * 500 + b"\r" + b"b" * 600 + b"\n" + b"c" * 1000,
+        (b"x" * 72 + b"\r\n") * 200 + b"y" * 999,
+        b"\n" * 5 + b"z" * 999 + b"\r\n",
+    ],
+)
+def test_long_line_detection_matches_the_rfc_5322_limit(body):
+    assert _has_long_line(body) == (_LONG_LINE.search(body) is not None)
+
+
+def test_content_type_lexer_edge_cases():
+    assert _tokens('a/b; x="q\\"uo\\\\te"; y=(c (nested) \\) ment)z') == [
+        ("t", "a"),
+        ("s", "/"),
+        ("t", "b"),
+        ("s", ";"),
+        ("t", "x"),
+        ("s", "="),
+        ("q", 'q"uo\\te'),
+        ("s", ";"),
+        ("t", "y"),
+        ("s", "="),
+        ("t", "z"),
+    ]
+    assert _tokens('a="open') == [("t", "a"), ("s", "="), ("q", "open")]
+    assert _tokens('a="tail\\') == [("t", "a"), ("s", "="), ("q", "tail\\")]
+    assert _tokens("t)ok\u00a0x") == [("t", "t)ok"), ("t", "x")]
+
+
+def test_parsed_content_types_are_shared_read_only():
+    value = 'multipart/signed; boundary="b1"; protocol="application/pkcs7-signature"'
+    first, second = parse_content_type(value), parse_content_type(value)
+    assert first is second
+    assert first.params == {"boundary": "b1", "protocol": "application/pkcs7-signature"}
+    with pytest.raises(TypeError):
+        first.params["boundary"] = "other"  # type: ignore[index]

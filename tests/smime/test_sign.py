@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -170,3 +171,57 @@ def test_signer_repr_hides_the_private_key(pki):
     text = repr(signer_for(pki, "rsa2048"))
     assert "key=" not in text
     assert "PRIVATE" not in text
+
+
+@pytest.mark.parametrize(
+    ("moment", "encoding"),
+    [
+        # RFC 5652 11.3: UTCTime up to 2049, GeneralizedTime from 2050, always in UTC ("Z").
+        (
+            datetime.datetime(2049, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.UTC),
+            b"\x17\x0d491231235959Z",
+        ),
+        (datetime.datetime(2050, 1, 1, 0, 0, 0, tzinfo=datetime.UTC), b"\x18\x0f20500101000000Z"),
+        (
+            datetime.datetime(
+                2030, 1, 1, 1, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+            ),
+            b"\x17\x0d291231233000Z",
+        ),
+    ],
+)
+def test_signing_time_encoding(pki, moment, encoding):
+    der = signed_data(b"hello", signer_for(pki, "rsa2048"), detached=True, signing_time=moment)
+    assert encoding in der
+    attrs = cms.ContentInfo.load(der)["content"]["signer_infos"][0]["signed_attrs"]
+    times = [a["values"][0].native for a in attrs if a["type"].native == "signing_time"]
+    assert times == [moment.replace(microsecond=0)]
+
+
+def test_signing_time_must_be_timezone_aware(pki):
+    with pytest.raises(ValueError, match="timezone"):
+        signed_data(
+            b"hello",
+            signer_for(pki, "rsa2048"),
+            detached=True,
+            signing_time=datetime.datetime(2030, 1, 1),  # naive: the case under test
+        )
+
+
+def test_signing_twice_with_one_signer_gives_identical_static_parts(pki):
+    # sid, algorithm identifiers and certificates come from per-certificate caches: they must
+    # be the bytes asn1crypto reads back, and the same in every message.
+    signer = signer_for(pki, "rsa2048", rsa_padding="pss")
+    moment = datetime.datetime(2030, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    first = signed_data(b"one", signer, detached=True, signing_time=moment)
+    second = signed_data(b"one", signer, detached=True, signing_time=moment)
+    info = cms.ContentInfo.load(first)["content"]["signer_infos"][0]
+    again = cms.ContentInfo.load(second)["content"]["signer_infos"][0]
+    assert info["sid"].dump() == again["sid"].dump()
+    cert = asn1_x509.Certificate.load(pki.rsa2048.cert.public_bytes(Encoding.DER))
+    sid = info["sid"].chosen
+    assert sid["issuer"].dump() == cert["tbs_certificate"]["issuer"].dump()
+    assert sid["serial_number"].native == pki.rsa2048.cert.serial_number
+    assert info["signature_algorithm"]["algorithm"].native == "rsassa_pss"
+    assert info["signature_algorithm"]["parameters"]["salt_length"].native == 32
+    assert info["digest_algorithm"]["algorithm"].native == "sha256"

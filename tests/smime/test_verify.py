@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sealrelay.smime import algorithms
+from sealrelay.smime.asn1 import names_equal
 from sealrelay.smime.errors import MalformedMessage
 from sealrelay.smime.mime import multipart_signed, parse_multipart_signed, pkcs7_mime_entity
 from sealrelay.smime.sign import Signer, SignMode, sign_entity, sign_message, signed_data
@@ -426,3 +427,153 @@ def test_cryptography_pkcs7_builder_output_verifies(pki):
     result = verify(pki, b"From: dave@example.org\r\n" + signed)
     assert (result.status, result.digest, result.content) == ("valid", "sha384", BODY)
     assert result.capabilities == ("aes256-cbc", "aes192-cbc", "aes128-cbc")
+
+
+# --- further chain and algorithm reason codes --------------------------------------------
+
+
+def _leaf_with_key_usage(pki: TestPKI, address: str, **usage: bool) -> TestIdentity:
+    """A leaf under the test intermediate whose keyUsage has exactly the given bits set."""
+    key = rsa_key()
+    flags = dict.fromkeys(
+        [
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ],
+        False,
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+        .issuer_name(pki.intermediate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(**(flags | usage)), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.intermediate.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(pki.intermediate_key, hashes.SHA256())
+    )
+    return TestIdentity(address=address, key=key, cert=cert, chain=(pki.intermediate,))
+
+
+def test_certificate_not_yet_valid(pki):
+    identity = pki.issue(
+        rsa_key(),
+        address="early@example.org",
+        not_before=NOW + datetime.timedelta(days=2),
+        not_after=NOW + datetime.timedelta(days=400),
+    )
+    result = verify(pki, sign(identity))
+    assert outcome(result) == ("invalid", "not-yet-valid", "ok", "not-yet-valid", "ok")
+    later = NOW + datetime.timedelta(days=3)
+    assert verify(pki, sign(identity, signing_time=later), at=later).status == "valid"
+
+
+def test_certificate_whose_key_usage_does_not_allow_signing(pki):
+    encipher_only = _leaf_with_key_usage(pki, "kim@example.org", key_encipherment=True)
+    result = verify(pki, sign(encipher_only))
+    assert outcome(result) == ("invalid", "bad-key-usage", "ok", "bad-key-usage", "ok")
+    # nonRepudiation (contentCommitment) alone is a signing usage too
+    committing = _leaf_with_key_usage(pki, "kim@example.org", content_commitment=True)
+    assert verify(pki, sign(committing)).status == "valid"
+
+
+@pytest.mark.parametrize(
+    ("field", "oid"),
+    [
+        ("digest_algorithm", "2.16.840.1.101.3.4.2.8"),  # SHA3-256: not implemented here
+        ("signature_algorithm", "1.3.6.1.4.1.55555.1"),  # no such signature algorithm
+    ],
+)
+def test_unknown_algorithm_is_unsupported(pki, field, oid):
+    clear = parse_multipart_signed(sign(pki.rsa2048))
+    info = cms.ContentInfo.load(clear.signature)
+    info["content"]["signer_infos"][0][field] = {"algorithm": oid}
+    forged = message_from("alice@example.org", b"") + multipart_signed(
+        clear.content, info.dump(force=True), digest="sha256"
+    )
+    result = verify(pki, forged)
+    expected = ("invalid", "unsupported-algorithm", "unsupported-algorithm", "ok", "ok")
+    assert outcome(result) == expected
+
+
+def test_names_compare_by_rfc_5280_rules_beyond_identical_encodings():
+    def name_der(value: str, string_type: x509.name._ASN1Type) -> bytes:
+        attribute = x509.NameAttribute(NameOID.COMMON_NAME, value, _type=string_type)
+        return x509.Name([attribute]).public_bytes()
+
+    printable = name_der("Example  CA", x509.name._ASN1Type.PrintableString)
+    utf8 = name_der("example ca", x509.name._ASN1Type.UTF8String)
+    assert printable != utf8
+    assert names_equal(printable, printable)
+    assert names_equal(printable, utf8)  # case and inner whitespace folded, string type ignored
+    assert not names_equal(printable, name_der("Other CA", x509.name._ASN1Type.UTF8String))
+
+
+def _indefinite(identifier: int, *parts: bytes) -> bytes:
+    return bytes((identifier, 0x80)) + b"".join(parts) + b"\x00\x00"
+
+
+def _streamed(der: bytes, *, extra_certificate: bytes = b"") -> bytes:
+    """`der` re-encoded as a streaming BER encoder writes it (gpgsm, openssl -stream): every
+    outer length indefinite, the content in 10-byte chunks. SignerInfos and certificates stay
+    DER, as their signatures require; `extra_certificate` joins the certificate set."""
+    signed = cms.ContentInfo.load(der)["content"]
+    encap = signed["encap_content_info"]
+    parts = [encap["content_type"].dump()]
+    if encap["content"].native is not None:
+        content = encap["content"].native
+        chunks = [content[i : i + 10] for i in range(0, len(content), 10)]
+        octets = _indefinite(0x24, *(b"\x04" + bytes((len(c),)) + c for c in chunks))
+        parts.append(_indefinite(0xA0, octets))
+    body = _indefinite(
+        0x30,
+        signed["version"].dump(),
+        signed["digest_algorithms"].dump(),
+        _indefinite(0x30, *parts),
+        _indefinite(0xA0, *(c.dump() for c in signed["certificates"]), extra_certificate),
+        _indefinite(0x31, *(si.dump() for si in signed["signer_infos"])),
+    )
+    return _indefinite(0x30, cms.ContentType("signed_data").dump(), _indefinite(0xA0, body))
+
+
+def test_ber_signed_data_with_indefinite_lengths_and_chunked_content(pki):
+    signer = Signer(pki.rsa2048.key, pki.rsa2048.cert, pki.rsa2048.chain)
+    ber = _streamed(signed_data(BODY, signer, detached=False))
+    result = verify_entity(p7m(ber), trust_anchors=pki.trust_anchors(), expected_address=None)
+    assert (result.status, result.mode, result.content) == ("valid", "opaque", BODY)
+    assert len(result.certificates) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "valid"),
+    [
+        (b"\xa2\x03\x02\x01\x00", True),  # [2] v2AttrCert: no part in S/MIME, skipped
+        (b"\x04\x00", False),  # no CertificateChoices alternative
+    ],
+)
+def test_certificate_set_skips_attribute_certificates_and_rejects_unknown_kinds(pki, extra, valid):
+    signer = Signer(pki.rsa2048.key, pki.rsa2048.cert, pki.rsa2048.chain)
+    ber = _streamed(signed_data(BODY, signer, detached=True), extra_certificate=extra)
+    if not valid:
+        with pytest.raises(MalformedMessage):
+            verify_signed_data(ber, BODY, trust_anchors=pki.trust_anchors(), expected_address=None)
+        return
+    result = verify_signed_data(ber, BODY, trust_anchors=pki.trust_anchors(), expected_address=None)
+    assert result.status == "valid"
