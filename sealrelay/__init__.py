@@ -40,7 +40,7 @@ from sealrelay.exceptions import (
     RejectMessage,
     SealrelayError,
 )
-from sealrelay.hookspecs import hookimpl
+from sealrelay.hookspecs import hookimpl, hookspec
 
 
 __all__ = [
@@ -76,4 +76,5 @@ __all__ = [
     "SignatureVerdict",
     "Subscriber",
     "hookimpl",
+    "hookspec",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import logging
 
 import attrs
 from cryptography import x509
@@ -14,6 +15,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sealrelay.core.address import Address, AddressError
 
+
+log = logging.getLogger(__name__)
 
 #: Where a certificate came from.
 SOURCES = ("imported", "harvested", "issued", "message")
@@ -117,16 +120,23 @@ def best_encryption_certificate(
 ) -> Certificate | None:
     """The certificate to encrypt to *address*: trusted, valid now, not revoked, usable for
     encryption, bound to the address; among those the one that expires last."""
-    usable = [
-        cert
-        for cert in candidates
-        if cert.trusted
-        and not cert.revoked
-        and cert.valid_at(moment)
-        and cert.can_encrypt
-        and cert.matches(address)
-    ]
+    usable = [cert for cert in candidates if _usable(cert, address, moment)]
     return max(usable, key=lambda cert: cert.not_after, default=None)
+
+
+def _usable(cert: Certificate, address: str, moment: dt.datetime) -> bool:
+    try:
+        return (
+            cert.trusted
+            and not cert.revoked
+            and cert.valid_at(moment)
+            and cert.can_encrypt
+            and cert.matches(address)
+        )
+    except ValueError:
+        # One broken row in a store must not stop mail to everyone else.
+        log.warning("ignoring a certificate that does not parse (sha256 %s)", cert.fingerprint)
+        return False
 
 
 @attrs.frozen(kw_only=True)

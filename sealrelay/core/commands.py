@@ -18,7 +18,7 @@ import attrs
 
 from sealrelay.core.bus import MessageBus
 from sealrelay.core.config import Config
-from sealrelay.core.plugins import LoadedPlugins, notify
+from sealrelay.core.plugins import LoadedPlugins, call_each, notify
 from sealrelay.exceptions import CommandError, SealrelayError
 
 
@@ -147,18 +147,16 @@ class CommandRegistry:
     def from_plugins(cls, plugins: LoadedPlugins) -> CommandRegistry:
         commands: dict[str, type[AdminCommand]] = {}
         owners: dict[str, str] = {}
-        hook = plugins.pm.hook.sealrelay_register_commands
-        for impl in reversed(hook.get_hookimpls()):
-            contributed = cast(list[type[AdminCommand]] | None, impl.function())
-            for command in contributed or []:
+        for plugin, contributed in call_each(plugins.pm, "sealrelay_register_commands"):
+            for command in cast(list[type[AdminCommand]] | None, contributed) or []:
                 if command.name in commands:
-                    first = owners[command.name]
                     raise SealrelayError(
-                        f"command {command.name!r} is registered by plugin {first!r} and again "
-                        f"by plugin {impl.plugin_name!r}; disable one of them"
+                        f"command {command.name!r} is registered by plugin "
+                        f"{owners[command.name]!r} and again by plugin {plugin!r}; "
+                        "disable one of them"
                     )
                 commands[command.name] = command
-                owners[command.name] = impl.plugin_name
+                owners[command.name] = plugin
         return cls(dict(sorted(commands.items())))
 
     def execute(

@@ -14,7 +14,7 @@ import attrs
 import pluggy
 
 from sealrelay.core.config import Config
-from sealrelay.exceptions import ConfigError, PluginError
+from sealrelay.exceptions import ConfigError, PluginError, SealrelayError
 from sealrelay.hookspecs import HOOK_PREFIX, PROJECT_NAME, SPEC_MODULES
 
 
@@ -52,12 +52,25 @@ class LoadedPlugins:
 
 
 class _SealrelayPluginManager(pluggy.PluginManager):
-    """Ignores attributes without the hook prefix, so helpers in a plugin are never hooks."""
+    """Ignores attributes without the hook prefix, so helpers in a plugin are never hooks, and
+    refuses coroutine implementations, whenever a plugin is registered."""
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         if not name.startswith(HOOK_PREFIX):
             return None
         return super().parse_hookimpl_opts(plugin, name)
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        for attribute in dir(plugin):
+            if self.parse_hookimpl_opts(plugin, attribute) is None:
+                continue
+            if inspect.iscoroutinefunction(getattr(plugin, attribute)):
+                raise PluginError(
+                    f"plugin {name or self.get_canonical_name(plugin)!r} implements {attribute} "
+                    "as a coroutine; hooks are synchronous and run in a worker thread: use a "
+                    "plain def"
+                )
+        return super().register(plugin, name)
 
 
 def blame(pm: pluggy.PluginManager, hook_name: str, error: BaseException) -> str | None:
@@ -84,15 +97,45 @@ def blame(pm: pluggy.PluginManager, hook_name: str, error: BaseException) -> str
     return None
 
 
+def operator_error(error: Exception, plugin: str | None, doing: str) -> SealrelayError:
+    """*error* as the operator sees it: our own errors already say what to do and pass
+    unchanged; anything else becomes a PluginError naming the plugin."""
+    if isinstance(error, SealrelayError):
+        return error
+    return PluginError(f"plugin {plugin or '?'!r} failed {doing}: {_describe(error)}")
+
+
+def call_each(
+    pm: pluggy.PluginManager, hook_name: str, *, isolate: bool = False, **kwargs: Any
+) -> list[tuple[str, Any]]:
+    """Call every implementation of a hook on its own, in pluggy's order, and return each
+    plugin's answer (``None`` included), so that callers can say who answered what.
+
+    Wrappers are not called. With *isolate*, a failing implementation is logged with its
+    plugin's name and skipped (notifications); otherwise its exception is raised as an
+    operator error naming the plugin.
+    """
+    answers = []
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        try:
+            answers.append(
+                (impl.plugin_name, impl.function(**{n: kwargs[n] for n in impl.argnames}))
+            )
+        except Exception as error:
+            if isolate or not isinstance(error, SealrelayError):
+                ignored = " (ignored)" if isolate else ""
+                log.exception("plugin %s failed in %s%s", impl.plugin_name, hook_name, ignored)
+            if not isolate:
+                raise operator_error(error, impl.plugin_name, f"in {hook_name}") from error
+    return answers
+
+
 def notify(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> None:
     """Call a notification hook: every implementation runs; a failure is logged with the
     plugin's name and never reaches the caller, so notifications cannot change an outcome."""
-    caller = getattr(pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            impl.function(**{name: kwargs[name] for name in impl.argnames})
-        except Exception:
-            log.exception("plugin %s failed in %s (ignored)", impl.plugin_name, hook_name)
+    call_each(pm, hook_name, isolate=True, **kwargs)
 
 
 def _available_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
@@ -141,18 +184,11 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
         raise PluginError(
             f"plugin {name!r} ({origin}) cannot be registered: {_one_line(error)}"
         ) from None
-
-
-def _refuse_coroutines(pm: pluggy.PluginManager) -> None:
-    for caller in pm.hook.__dict__.values():
-        if not isinstance(caller, pluggy.HookCaller):
-            continue
-        for impl in caller.get_hookimpls():
-            if inspect.iscoroutinefunction(impl.function):
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} implements {caller.name} as a coroutine; "
-                    "hooks are synchronous and run in a worker thread: use a plain def"
-                )
+    except SealrelayError:
+        raise
+    except Exception as error:
+        # Registering runs the plugin's historic hooks (sealrelay_addhooks) at once.
+        raise operator_error(error, name, f"while registering ({origin})") from error
 
 
 def load_plugins(
@@ -222,15 +258,12 @@ def load_plugins(
             f"plugin {name!r} implements a hook that does not exist: {_one_line(error)}; "
             "check the spelling against docs/hooks.md"
         ) from None
-    _refuse_coroutines(pm)
 
     try:
         pm.hook.sealrelay_configure.call_historic(kwargs={"config": config})
-    except ConfigError:
-        raise
     except Exception as error:
-        culprit = blame(pm, "sealrelay_configure", error) or "?"
-        raise PluginError(f"plugin {culprit!r} failed to configure: {_describe(error)}") from error
+        culprit = blame(pm, "sealrelay_configure", error)
+        raise operator_error(error, culprit, "to configure") from error
 
     version = importlib.metadata.version(PROJECT_NAME)
     infos = tuple(

@@ -25,6 +25,8 @@ class RecipientDecision:
     #: The certificate the message will be encrypted to.
     certificate: Certificate | None = None
     reason: str | None = None
+    #: The plugin whose failure caused a reject or defer, when one did.
+    plugin: str | None = None
     #: Whether the recipient was not named in To or Cc (a Bcc recipient).
     hidden: bool = False
 
@@ -140,8 +142,6 @@ class ProcessingReport:
     direction: str
     outbound: OutboundResult | None = None
     inbound: InboundResult | None = None
-    #: A failure that stopped the whole message, or None.
-    error: RecipientFailure | None = None
     duration_seconds: float = 0.0
 
 

@@ -62,3 +62,20 @@ def sealrelay_explain_policy(sender: str, recipient: str, envelope: Envelope) ->
 
     Failure semantics: an exception makes ``policy explain`` fail with the plugin's name.
     """
+
+
+@hookspec(firstresult=True)
+def sealrelay_check_credentials(login: str, password: str) -> str | None:
+    """Check a subscriber's login and password (SMTP AUTH PLAIN/LOGIN, the HTTP login).
+
+    Called by a front end, in a worker thread, for every login attempt (SMTP only when
+    ``[smtp] auth = true``). First answer wins.
+
+    :param login: the login as the client gave it (usually the subscriber's address).
+    :param password: the password as given; never log or store it.
+    :returns: the authenticated subscriber's normalised address, or ``None`` when this plugin
+        does not know the login or the password is wrong (the client is refused).
+
+    Failure semantics: an exception refuses the login as a temporary failure (SMTP 454) and
+    is logged with the plugin's name.
+    """

@@ -12,6 +12,7 @@ from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult,
 from sealrelay.core.envelope import Envelope
 from sealrelay.core.headers import from_address
 from sealrelay.core.master_key import ensure_master_key
+from sealrelay.core.plugins import call_each
 from sealrelay.exceptions import CommandError
 from sealrelay.hookspecs import hookimpl
 
@@ -41,7 +42,8 @@ class Init(AdminCommand):
         data_dir = context.config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"data directory: {data_dir}", ensure_master_key(context.config)]
-        for answer in context.plugins.pm.hook.sealrelay_prepare_state(config=context.config):
+        pm = context.plugins.pm
+        for _, answer in call_each(pm, "sealrelay_prepare_state", config=context.config):
             lines.extend([answer] if isinstance(answer, str) else answer or [])
         return CommandResult(data={"steps": lines}, text="\n".join(lines))
 
