@@ -1,0 +1,17 @@
+"""The errors of the SQL policy store; each message tells the operator what to do."""
+
+from __future__ import annotations
+
+from sealrelay.exceptions import SealrelayError
+
+
+class StoreError(SealrelayError):
+    """The policy store cannot do what was asked (bad URL, unreachable database, bad data)."""
+
+
+class SchemaError(StoreError):
+    """The database schema is newer than this sealrelay, or cannot be upgraded."""
+
+
+class PatternError(StoreError):
+    """A policy rule's sender or recipient pattern is not one of the allowed forms."""
