@@ -26,7 +26,7 @@ from sealrelay.core import headers
 from sealrelay.core.certificate import Certificate, Identity, best_encryption_certificate
 from sealrelay.core.config import Config
 from sealrelay.core.envelope import Envelope
-from sealrelay.core.plugins import LoadedPlugins, blame, notify
+from sealrelay.core.plugins import LoadedPlugins, blame, call_each, notify, operator_error
 from sealrelay.core.policy import Policy
 from sealrelay.core.results import (
     InboundResult,
@@ -40,7 +40,7 @@ from sealrelay.core.results import (
     SignatureCheck,
     SignatureVerdict,
 )
-from sealrelay.exceptions import DeferMessage, MessageError
+from sealrelay.exceptions import DeferMessage, MessageError, PluginError
 
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,10 @@ class MessageBus:
         if not self._opened:
             try:
                 self._hook.sealrelay_startup(config=self.config)
-            except Exception:
-                self._hook.sealrelay_shutdown(config=self.config)
-                raise
+            except Exception as error:
+                self._notify("sealrelay_shutdown", config=self.config)
+                culprit = blame(self.plugins.pm, "sealrelay_startup", error)
+                raise operator_error(error, culprit, "to start") from error
             self._opened = True
         return self
 
@@ -134,34 +135,59 @@ class MessageBus:
         return policy if policy is not None else self.config.default_policy
 
     def explain_policy(self, sender: str, recipient: str) -> PolicyExplanation:
-        """Every plugin's answer for the pair in call order, and which one won."""
+        """The policy the bus applies to the pair, every plugin's own answer in call order,
+        which one won, and the rules each policy source matched."""
         envelope = Envelope(sender=sender, recipients=(recipient,))
-        kwargs = {
-            "sender": envelope.sender,
-            "recipient": envelope.recipients[0],
-            "envelope": envelope,
-        }
-        answers = []
-        for impl in reversed(self._hook.sealrelay_resolve_policy.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            answer = impl.function(**{name: kwargs[name] for name in impl.argnames})
-            answers.append(
-                PolicyAnswer(plugin=impl.plugin_name, policy=cast(Policy | None, answer))
+        pair: dict[str, Any] = {"sender": envelope.sender, "recipient": envelope.recipients[0]}
+        try:
+            applied = self.resolve_policy(envelope=envelope, **pair)
+        except MessageError as error:
+            raise PluginError(f"policy resolution failed: {error.reason}") from error
+        pm = self.plugins.pm
+        answers = [
+            PolicyAnswer(plugin=plugin, policy=cast(Policy | None, answer))
+            for plugin, answer in call_each(
+                pm, "sealrelay_resolve_policy", envelope=envelope, **pair
             )
-        winner = next((answer for answer in answers if answer.policy is not None), None)
-        rules: list[tuple[str, str]] = []
-        for impl in reversed(self._hook.sealrelay_explain_policy.get_hookimpls()):
-            lines = cast(list[str] | None, impl.function(**{n: kwargs[n] for n in impl.argnames}))
-            rules.extend((impl.plugin_name, line) for line in lines or [])
+        ]
+        winner = next(
+            (
+                a.plugin
+                for a in answers
+                if a.policy == applied and a.policy.origin == applied.origin
+            ),
+            None,
+        )
+        if winner is None and applied is not self.config.default_policy:
+            # A wrapper replaced the answers: name it, since its policy is the one applied.
+            hook = self._hook.sealrelay_resolve_policy
+            winner = ", ".join(i.plugin_name for i in hook.get_hookimpls() if i.wrapper) or None
+        rules = [
+            (plugin, line)
+            for plugin, lines in call_each(
+                pm, "sealrelay_explain_policy", envelope=envelope, **pair
+            )
+            for line in cast(list[str] | None, lines) or []
+        ]
         return PolicyExplanation(
             sender=envelope.sender,
             recipient=envelope.recipients[0],
-            policy=winner.policy if winner and winner.policy else self.config.default_policy,
-            winner=winner.plugin if winner else None,
+            policy=applied,
+            winner=winner,
             answers=tuple(answers),
             rules=tuple(rules),
         )
+
+    def check_credentials(self, login: str, password: str) -> str | None:
+        """The subscriber address a login and password belong to, or None when refused.
+
+        Raises MessageError (temporary) when a plugin failed, so a front end can answer
+        "try again later" rather than "wrong password".
+        """
+        address: str | None = self._call(
+            "sealrelay_check_credentials", login=login, password=password
+        )
+        return address
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -236,6 +262,7 @@ class MessageBus:
                 policy=self.config.default_policy,
                 action="defer" if error.temporary else "reject",
                 reason=error.reason,
+                plugin=error.plugin,
                 hidden=hidden,
             )
         signs = (
@@ -444,24 +471,42 @@ class MessageBus:
         return None
 
     def _harvest(self, sender: str, check: SignatureCheck) -> list[str]:
+        """Offer the signer's certificate to every store; one store failing leaves the others."""
         signer = check.signer_certificate
         chain = [c for c in check.certificates if signer and c.fingerprint != signer.fingerprint]
-        try:
-            stored = self._call(
-                "sealrelay_harvest_certificate",
-                address=sender,
-                certificate=check.signer_certificate,
-                chain=chain,
-            )
-        except MessageError as error:
-            log.warning("harvesting the certificate of %s failed: %s", sender, error.reason)
-            return []
-        return sorted({fingerprint for fingerprint in stored if fingerprint})
+        answers = call_each(
+            self.plugins.pm,
+            "sealrelay_harvest_certificate",
+            isolate=True,
+            address=sender,
+            certificate=signer,
+            chain=chain,
+        )
+        return sorted({fingerprint for _, fingerprint in answers if fingerprint})
+
+    # -- recipient checks before the message is seen ----------------------------------------
+
+    def check_recipient(self, envelope_sender: str, recipient: str) -> RecipientFailure | None:
+        """Whether the outbound pipeline could take *recipient* at all, asked before the message
+        exists (SMTP RCPT TO): a :class:`RecipientFailure` when its policy requires encryption
+        that cannot happen (``temporary`` when the policy holds rather than rejects), else None.
+
+        The message is assumed plain: a recipient refused here might have passed with content
+        that is already encrypted, which a client can send by encrypting to a known certificate.
+        """
+        envelope = Envelope(sender=envelope_sender, recipients=(recipient,))
+        decision = self._decide(envelope, envelope.recipients[0], headers.PLAIN, set())
+        if decision.action == "deliver":
+            return None
+        return _failure(decision, temporary=decision.action == "defer")
 
 
 def _failure(decision: RecipientDecision, *, temporary: bool) -> RecipientFailure:
     return RecipientFailure(
-        recipient=decision.recipient, reason=decision.reason or "", temporary=temporary
+        recipient=decision.recipient,
+        reason=decision.reason or "",
+        temporary=temporary,
+        plugin=decision.plugin,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 import types
@@ -11,6 +12,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import attrs
 
+from sealrelay.core.address import Address, AddressError
 from sealrelay.core.policy import Policy
 from sealrelay.exceptions import ConfigError
 
@@ -52,6 +54,58 @@ class SmtpConfig:
     listen: str = "127.0.0.1:10025"
     #: ``maildir:PATH`` or ``smtp://HOST:PORT``.
     next_hop: str = "maildir:var/outbox"
+    #: ``smtp`` (submission or after-queue filter) or ``lmtp`` (one reply per recipient).
+    protocol: str = "smtp"
+    #: The name in the greeting, EHLO and bounces; empty: the machine's host name.
+    hostname: str = ""
+    #: Event-loop processes sharing the listening port (SO_REUSEPORT).
+    workers: int = 2
+    #: Bytes of message data (SIZE); larger messages are refused with 552.
+    max_message_size: int = 26214400
+    max_recipients: int = 100
+    #: Octets per line of message data, without CRLF (RFC 5322 allows 998).
+    max_line_length: int = 998
+    #: Seconds of silence allowed between commands, and while message data is arriving.
+    command_timeout: int = 300
+    data_timeout: int = 300
+    #: Simultaneous connections per worker; more get 421 and are closed.
+    max_connections: int = 100
+    #: PEM files for STARTTLS; both empty: no STARTTLS.
+    tls_certificate: str = ""
+    tls_key: str = ""
+    #: SMTP AUTH (PLAIN, LOGIN) against subscribers' credentials, only after STARTTLS or on
+    #: loopback. Needs a plugin implementing ``sealrelay_check_credentials``.
+    auth: bool = False
+    #: Clients that may relay to non-local recipients without AUTH (CIDR networks).
+    relay_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: Seconds a stopping worker waits for transactions and deliveries in flight.
+    shutdown_timeout: int = 30
+
+
+@attrs.frozen(kw_only=True)
+class RoutingConfig:
+    #: Domains whose mail the relay delivers to subscribers (inbound pipeline); all other
+    #: recipients are outbound.
+    local_domains: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryConfig:
+    #: This node's spool directory name under ``<data_dir>/spool``; empty: the host name.
+    node: str = ""
+    #: Seconds before the first retry after a temporary failure; doubled per attempt up to
+    #: ``retry_max_interval``; after ``max_age`` seconds in the spool a message bounces.
+    retry_initial: int = 60
+    retry_max_interval: int = 3600
+    max_age: int = 432000
+    #: Simultaneous deliveries (and pooled next-hop connections) per worker.
+    concurrency: int = 8
+    #: Seconds between looks at the spool for messages due again.
+    scan_interval: int = 5
+    #: Seconds for each exchange with the next hop.
+    timeout: int = 60
+    #: Verify the next hop's certificate after STARTTLS (opportunistic TLS does not, RFC 7435).
+    tls_verify: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +158,8 @@ class Config:
     keypool: KeypoolConfig = KeypoolConfig()
     plugins: PluginsConfig = PluginsConfig()
     stages: StagesConfig = StagesConfig()
+    routing: RoutingConfig = RoutingConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
 
     @property
     def base_dir(self) -> Path:
@@ -169,7 +225,18 @@ def _section(cls: type[_Section], table: object, where: str) -> _Section:
     return cls(**values)
 
 
-_KNOWN_SECTIONS = ("storage", "security", "smtp", "http", "policy", "keypool", "plugins", "stages")
+_KNOWN_SECTIONS = (
+    "storage",
+    "security",
+    "smtp",
+    "http",
+    "policy",
+    "keypool",
+    "plugins",
+    "stages",
+    "routing",
+    "delivery",
+)
 
 
 def parse_config(document: Mapping[str, Any], path: Path) -> Config:
@@ -185,6 +252,7 @@ def parse_config(document: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(
             f"[smtp] next_hop = {smtp.next_hop!r}: expected maildir:PATH or smtp://HOST:PORT"
         )
+    _check_smtp(smtp)
     http = _section(HttpConfig, document.get("http", {}), "[http]")
     _check_listen(http.listen, "[http] listen")
     keypool = _section(KeypoolConfig, document.get("keypool", {}), "[keypool]")
@@ -207,7 +275,74 @@ def parse_config(document: Mapping[str, Any], path: Path) -> Config:
         keypool=keypool,
         plugins=_plugins(document.get("plugins", {})),
         stages=_section(StagesConfig, document.get("stages", {}), "[stages]"),
+        routing=_routing(document.get("routing", {})),
+        delivery=_delivery(document.get("delivery", {})),
     )
+
+
+def _check_positive(section: object, where: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value < 1:
+            raise ConfigError(f"{where} {name} = {value} must be at least 1")
+
+
+def _check_smtp(smtp: SmtpConfig) -> None:
+    if smtp.protocol not in ("smtp", "lmtp"):
+        raise ConfigError(f"[smtp] protocol = {smtp.protocol!r}: expected smtp or lmtp")
+    _check_positive(
+        smtp,
+        "[smtp]",
+        (
+            "workers",
+            "max_message_size",
+            "max_recipients",
+            "max_line_length",
+            "command_timeout",
+            "data_timeout",
+            "max_connections",
+            "shutdown_timeout",
+        ),
+    )
+    if bool(smtp.tls_certificate) != bool(smtp.tls_key):
+        raise ConfigError("[smtp] tls_certificate and tls_key go together: set both or neither")
+    for network in smtp.relay_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"[smtp] relay_networks: {network!r} is not a network, e.g. 192.0.2.0/24"
+            ) from None
+
+
+def _routing(table: object) -> RoutingConfig:
+    routing = _section(RoutingConfig, table, "[routing]")
+    domains = []
+    for domain in routing.local_domains:
+        try:
+            domains.append(str(Address.parse(f"postmaster@{domain}").domain))
+        except AddressError:
+            raise ConfigError(f"[routing] local_domains: {domain!r} is not a domain name") from None
+    return attrs.evolve(routing, local_domains=tuple(domains))
+
+
+def _delivery(table: object) -> DeliveryConfig:
+    delivery = _section(DeliveryConfig, table, "[delivery]")
+    _check_positive(
+        delivery,
+        "[delivery]",
+        (
+            "retry_initial",
+            "retry_max_interval",
+            "max_age",
+            "concurrency",
+            "scan_interval",
+            "timeout",
+        ),
+    )
+    if "/" in delivery.node or delivery.node in (".", ".."):
+        raise ConfigError(f"[delivery] node = {delivery.node!r} must be a plain directory name")
+    return delivery
 
 
 def _default_policy(table: object) -> Policy:

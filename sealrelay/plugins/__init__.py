@@ -10,5 +10,7 @@ from typing import Final
 BUILTIN_PLUGINS: Final = (
     "sealrelay.plugins.commands_core",
     "sealrelay.plugins.audit_log",
+    "sealrelay.plugins.policy_sql",
     "sealrelay.plugins.crypto_smime",
+    "sealrelay.plugins.frontend_smtp",
 )

@@ -1,0 +1,349 @@
+"""SMTP throughput and latency: ``sealrelay serve`` against a bare aiosmtpd pass-through.
+
+Both take mail on 127.0.0.1 and hand it to the same next hop (an aiosmtpd sink in its own
+process). The pass-through is what a minimal relay does: aiosmtpd in, aiosmtplib out over
+pooled connections, 250 once the next hop said 250. sealrelay runs the outbound pipeline
+(no crypto unless --sign), fsyncs the result into its spool, answers 250, and delivers from
+the spool with pooled connections. For 10 KB and 1 MB messages over 1 and 8 client
+connections it reports messages/s, p50/p99 latency (command to 250, as the client sees it),
+the server side's CPU per message, and sealrelay's ratio to the pass-through.
+
+Run: .venv/bin/python -m bench.smtp [--seconds 5] [--workers 2] [--sign]
+Client, servers and sink share this machine's cores: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosmtplib
+import attrs
+from aiosmtpd.controller import Controller
+
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"10 KB": 10 * 1024, "1 MB": 1024 * 1024}
+CONNECTIONS = (1, 8)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def message_of(size: int, number: int) -> bytes:
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    body = (line * (size // len(line) + 1))[:size]
+    return (
+        b"From: alice@example.org\r\nTo: bob@example.net\r\nSubject: bench %d\r\n"
+        b"Message-ID: <bench-%d@example.org>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\n" % (number, number)
+    ) + body
+
+
+# -- the servers (each runs in its own process) ------------------------------------------
+
+
+class _Sink:
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        return "250 2.0.0 Ok"
+
+
+class _PassThrough:
+    """aiosmtpd in, aiosmtplib out, pooled upstream connections, 250 after the next hop's."""
+
+    def __init__(self, next_port: int) -> None:
+        self.next_port = next_port
+        self.idle: list[aiosmtplib.SMTP] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        client = self.idle.pop() if self.idle else None
+        if client is None or not client.is_connected:
+            client = aiosmtplib.SMTP(
+                hostname="127.0.0.1", port=self.next_port, local_hostname="localhost"
+            )
+            await client.connect()
+        await client.sendmail(
+            envelope.mail_from,  # type: ignore[attr-defined]
+            envelope.rcpt_tos,  # type: ignore[attr-defined]
+            envelope.original_content,  # type: ignore[attr-defined]
+        )
+        self.idle.append(client)
+        return "250 2.0.0 Ok"
+
+
+def _serve_forever(handler: object, port: int) -> None:
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        server_hostname="bench",
+        data_size_limit=64 * 1024 * 1024,
+    )
+    controller.start()
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    while not stop:
+        time.sleep(0.1)
+    controller.stop()
+
+
+def _spawn(*arguments: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.smtp", *arguments],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of *pid* and its children now running (sealrelay's workers)."""
+    total = 0.0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(child) for child in children]
+    except FileNotFoundError:
+        return 0.0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+# -- the client ---------------------------------------------------------------------------
+
+
+async def _connection(
+    port: int, size: int, deadline: float, latencies: list[float], offset: int
+) -> None:
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="localhost")
+    await client.connect()
+    number = offset
+    while time.monotonic() < deadline:
+        number += 1
+        message = message_of(size, number)
+        started = time.perf_counter()
+        await client.sendmail("alice@example.org", ["bob@example.net"], message)
+        latencies.append(time.perf_counter() - started)
+    await client.quit()
+
+
+async def _load(port: int, size: int, connections: int, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(
+        *(_connection(port, size, deadline, latencies, n * 1_000_000) for n in range(connections))
+    )
+    return latencies
+
+
+@attrs.frozen
+class Result:
+    server: str
+    size: str
+    connections: int
+    messages: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_message: float
+
+
+def measure(
+    name: str, pid: int, port: int, *, size: str, connections: int, seconds: float
+) -> Result:
+    asyncio.run(_load(port, SIZES[size], connections, 0.5))  # warm up: connections, caches
+    cpu_before = _cpu_seconds(pid)
+    started = time.monotonic()
+    latencies = asyncio.run(_load(port, SIZES[size], connections, seconds))
+    elapsed = time.monotonic() - started
+    cpu = _cpu_seconds(pid) - cpu_before
+    latencies.sort()
+    count = len(latencies)
+    return Result(
+        server=name,
+        size=size,
+        connections=connections,
+        messages=count,
+        per_second=count / elapsed,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[min(count - 1, int(count * 0.99))] * 1000,
+        cpu_ms_per_message=cpu / count * 1000,
+    )
+
+
+def _sealrelay_config(directory: Path, port: int, sink_port: int, workers: int, sign: bool) -> Path:
+    sign_mode = "clear" if sign else "none"
+    path = directory / "config.toml"
+    path.write_text(
+        f'[storage]\ndata_dir = "{directory}/var"\nurl = "sqlite:///{directory}/db.sqlite"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{port}"\nnext_hop = "smtp://127.0.0.1:{sink_port}"\n'
+        f"workers = {workers}\nmax_message_size = 67108864\n"
+        f'[policy.default]\nsign = "{sign_mode}"\nencrypt = "never"\n'
+    )
+    return path
+
+
+def _sealrelay(config: Path, *arguments: str) -> list[str]:
+    return [sys.executable, "-m", "sealrelay", "-c", str(config), *arguments]
+
+
+def _with_demo_identity(config: Path) -> None:
+    """A self-signed key for alice@example.org, so --sign measures real signing."""
+    directory = config.parent / "demo"
+    directory.mkdir()
+    key, cert, p12, password = (directory / n for n in ("k.pem", "c.pem", "a.p12", "pass"))
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert)),
+            *("-subj", "/CN=Alice/emailAddress=alice@example.org"),
+            *("-addext", "subjectAltName=email:alice@example.org"),
+            *("-addext", "extendedKeyUsage=emailProtection"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    password.write_text("bench\n")
+    subprocess.run(
+        [
+            *("openssl", "pkcs12", "-export", "-inkey", str(key), "-in", str(cert)),
+            *("-out", str(p12), "-passout", f"file:{password}"),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        _sealrelay(config, "identity", "import", str(p12), "--password-file", str(password)),
+        check=True,
+        capture_output=True,
+    )
+
+
+def run(seconds: float, workers: int, sign: bool) -> list[Result]:
+    sink_port, bare_port, relay_port = free_port(), free_port(), free_port()
+    processes = [_spawn("sink", str(sink_port))]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sealrelay-bench-") as scratch:
+        try:
+            _wait_port(sink_port)
+            bare = _spawn("bare", str(bare_port), str(sink_port))
+            processes.append(bare)
+            config = _sealrelay_config(Path(scratch), relay_port, sink_port, workers, sign)
+            subprocess.run(_sealrelay(config, "init"), check=True, capture_output=True)
+            if sign:
+                _with_demo_identity(config)
+            relay = subprocess.Popen(_sealrelay(config, "serve"), stdin=subprocess.DEVNULL)
+            processes.append(relay)
+            _wait_port(bare_port)
+            _wait_port(relay_port)
+            time.sleep(1.0)  # every worker up
+            for size in SIZES:
+                for connections in CONNECTIONS:
+                    for name, process, port in (
+                        ("bare aiosmtpd", bare, bare_port),
+                        ("sealrelay", relay, relay_port),
+                    ):
+                        result = measure(
+                            name,
+                            process.pid,
+                            port,
+                            size=size,
+                            connections=connections,
+                            seconds=seconds,
+                        )
+                        print(_line(result), flush=True)
+                        results.append(result)
+        finally:
+            for process in reversed(processes):
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+    return results
+
+
+def _line(r: Result) -> str:
+    return (
+        f"{r.server:<14} {r.size:>6} {r.connections:>2} conn: {r.per_second:8.1f} msg/s  "
+        f"p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
+        f"CPU {r.cpu_ms_per_message:6.2f} ms/msg  ({r.messages} messages)"
+    )
+
+
+def report(results: Sequence[Result]) -> str:
+    lines = [
+        "| size | conn | bare msg/s | sealrelay msg/s | ratio | bare p50/p99 ms | "
+        "sealrelay p50/p99 ms | bare CPU ms/msg | sealrelay CPU ms/msg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    pairs = {(r.server, r.size, r.connections): r for r in results}
+    for size in SIZES:
+        for connections in CONNECTIONS:
+            bare = pairs[("bare aiosmtpd", size, connections)]
+            relay = pairs[("sealrelay", size, connections)]
+            lines.append(
+                f"| {size} | {connections} | {bare.per_second:.0f} | {relay.per_second:.0f} | "
+                f"{relay.per_second / bare.per_second:.2f} | "
+                f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} | "
+                f"{relay.p50_ms:.1f} / {relay.p99_ms:.1f} | "
+                f"{bare.cpu_ms_per_message:.2f} | {relay.cpu_ms_per_message:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["sink"]:
+        _serve_forever(_Sink(), int(arguments[1]))
+        return 0
+    if arguments[:1] == ["bare"]:
+        _serve_forever(_PassThrough(int(arguments[2])), int(arguments[1]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--workers", type=int, default=2, help="sealrelay worker processes")
+    parser.add_argument("--sign", action="store_true", help="sign every message (RSA-2048)")
+    options = parser.parse_args(arguments)
+    results = run(options.seconds, options.workers, options.sign)
+    print()
+    print(
+        f"sealrelay: {options.workers} workers, "
+        f"{'signing (clear, RSA-2048)' if options.sign else 'no crypto'}, fsynced spool"
+    )
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

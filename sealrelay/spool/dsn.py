@@ -1,0 +1,94 @@
+"""Delivery status notifications (RFC 3464): the bounce sent to a message's envelope sender.
+
+Built by hand, like the rest of the hot path: a multipart/report with a human-readable part,
+the message/delivery-status part and the original message's header (never its body, which
+may be encrypted or private).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import secrets
+from collections.abc import Sequence
+
+from sealrelay.core.headers import split_message
+from sealrelay.spool.store import EntryMeta, FailedRecipient
+
+
+def _address_type(address: str) -> str:
+    """RFC 6533: a non-ASCII address is of type utf-8, an ASCII one rfc822."""
+    return "rfc822" if address.isascii() else "utf-8"
+
+
+def build_dsn(
+    *,
+    reporting_mta: str,
+    original: EntryMeta,
+    original_content: bytes,
+    failures: Sequence[FailedRecipient],
+    now: dt.datetime | None = None,
+) -> bytes:
+    """The bounce for *failures* of the message *original*, as bytes with CRLF line ends."""
+    now = now or dt.datetime.now(dt.UTC)
+    boundary = f"=_sealrelay_{secrets.token_hex(12)}"
+    arrival = dt.datetime.fromtimestamp(original.received_at, dt.UTC)
+    head, _ = split_message(original_content)
+
+    explanation = [
+        f"This is the mail system at {reporting_mta}.",
+        "",
+        "Your message could not be delivered to the following recipients; the reason",
+        "each gave is below. This is final: the message will not be tried again.",
+        "",
+    ]
+    explanation += [f"<{f.recipient}>: {f.diagnostic}" for f in failures]
+
+    status = [f"Reporting-MTA: dns; {reporting_mta}", f"Arrival-Date: {_date(arrival)}", ""]
+    for failure in failures:
+        status += [
+            f"Final-Recipient: {_address_type(failure.recipient)}; {failure.recipient}",
+            "Action: failed",
+            f"Status: {failure.status}",
+        ]
+        if failure.smtp:
+            status.append(f"Diagnostic-Code: smtp; {failure.diagnostic}")
+        status.append("")
+
+    headers = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
+        f"To: <{original.sender}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {_date(now)}",
+        f"Message-ID: <{original.id}.dsn.{secrets.token_hex(4)}@{reporting_mta}>",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        f' boundary="{boundary}"',
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "Content-Description: Notification",
+        "",
+        *explanation,
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "Content-Description: Delivery report",
+        "",
+        *status,
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "Content-Description: Undelivered message headers",
+        "",
+    ]
+    text = "\r\n".join(headers).encode("utf-8") + b"\r\n"
+    original_head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return text + original_head + f"\r\n--{boundary}--\r\n".encode()
+
+
+def _date(moment: dt.datetime) -> str:
+    return email.utils.format_datetime(moment.astimezone(dt.UTC))
