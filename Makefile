@@ -1,5 +1,5 @@
 # Two commands for a fresh Debian machine with python3:
-#   make run    install into .venv and run sealrelay on its embedded default (config.toml)
+#   make run    install into .venv, show the first-contact loop, then serve SMTP on config.toml
 #   make test   install into .venv and run every check (ruff, ruff format, mypy, pytest)
 
 PYTHON ?= python3
@@ -18,6 +18,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	scripts/demo.sh $(BIN)
+	scripts/serve-demo.sh $(BIN)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
