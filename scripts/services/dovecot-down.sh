@@ -2,7 +2,9 @@
 # Stop the Dovecot started by dovecot-up.sh, by its pid file. usage: dovecot-down.sh [DIR]
 set -euo pipefail
 DIR=${1:-/tmp/sealrelay-services/dovecot}
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+SCRIPT=dovecot-down
+# shellcheck source=scripts/services/_lib.sh
+. "$(dirname "$0")/_lib.sh"
 PIDF=$DIR/run/master.pid
 [ -s "$PIDF" ] || { echo "dovecot-down: not running (no $PIDF)" >&2; exit 0; }
 pid=$(head -n1 "$PIDF" | tr -d ' ')

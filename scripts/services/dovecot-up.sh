@@ -10,23 +10,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 DIR=${1:-/tmp/sealrelay-services/dovecot}; IMAP_PORT=${IMAP_PORT:-10143}; LMTP_PORT=${LMTP_PORT:-10024}
 
-log() { printf '[%s dovecot-up] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; [ -f "$DIR/dovecot.log" ] && tail -n 20 "$DIR/dovecot.log" >&2; exit 1; }
-# A stopped daemon lingers as a zombie until PID 1 reaps it (~2 s here): a zombie counts as gone.
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
-pid_alive() { [ -s "$1" ] && running "$(head -n1 "$1" | tr -d ' ')"; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { local t=200; until port_open "$1"; do t=$((t - 1)); [ $t -gt 0 ] || return 1; sleep 0.1; done; }
-apt_need() {
-  local p missing=()
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt-get install ${missing[*]}"
-  local A=(apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-  ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || "${A[@]}" update >&2
-  "${A[@]}" install --no-install-recommends "${missing[@]}" >&2 \
-    || { "${A[@]}" update >&2 && "${A[@]}" install --no-install-recommends "${missing[@]}" >&2; }
-}
+SCRIPT=dovecot-up SERVICE_LOG="$DIR/dovecot.log"
+# shellcheck source=scripts/services/_lib.sh
+. "$(dirname "$0")/_lib.sh"
 
 apt_need dovecot-imapd dovecot-lmtpd
 # Mail processes may not run as root (nor below first_valid_uid): a 'vmail' system user.

@@ -2,7 +2,9 @@
 # Stop the Postfix started by postfix-up.sh, by its pid file. usage: postfix-down.sh [DIR]
 set -euo pipefail
 DIR=${1:-/tmp/sealrelay-services/postfix}
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+SCRIPT=postfix-down
+# shellcheck source=scripts/services/_lib.sh
+. "$(dirname "$0")/_lib.sh"
 PIDF=$DIR/spool/pid/master.pid
 [ -s "$PIDF" ] || { echo "postfix-down: not running (no $PIDF)" >&2; exit 0; }
 pid=$(head -n1 "$PIDF" | tr -d ' ')

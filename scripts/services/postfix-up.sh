@@ -17,22 +17,9 @@ DIR=${1:-/tmp/sealrelay-services/postfix}
 SMTP_PORT=${SMTP_PORT:-10525}; FILTER_PORT=${FILTER_PORT:-10025}
 REINJECT_PORT=${REINJECT_PORT:-10026}; LMTP_PORT=${LMTP_PORT:-10024}
 
-log() { printf '[%s postfix-up] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; [ -f "$DIR/postfix.log" ] && tail -n 20 "$DIR/postfix.log" >&2; exit 1; }
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
-pid_alive() { [ -s "$1" ] && running "$(head -n1 "$1" | tr -d ' ')"; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { local t=200; until port_open "$1"; do t=$((t - 1)); [ $t -gt 0 ] || return 1; sleep 0.1; done; }
-apt_need() {
-  local p missing=()
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt-get install ${missing[*]}"
-  local A=(apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-  ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || "${A[@]}" update >&2
-  "${A[@]}" install --no-install-recommends "${missing[@]}" >&2 \
-    || { "${A[@]}" update >&2 && "${A[@]}" install --no-install-recommends "${missing[@]}" >&2; }
-}
+SCRIPT=postfix-up SERVICE_LOG="$DIR/postfix.log"
+# shellcheck source=scripts/services/_lib.sh
+. "$(dirname "$0")/_lib.sh"
 
 # "No configuration": the package writes no /etc/postfix/main.cf of its own.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections

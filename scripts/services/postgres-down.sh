@@ -2,8 +2,9 @@
 # Stop the cluster postgres-up.sh started, by its pid file. usage: postgres-down.sh [DIR] [--purge]
 set -euo pipefail
 DIR=${1:-/tmp/sealrelay-services/postgres}
-log() { printf '[%s postgres-down] %s\n' "$(date +%T)" "$*" >&2; }
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+SCRIPT=postgres-down
+# shellcheck source=scripts/services/_lib.sh
+. "$(dirname "$0")/_lib.sh"
 PIDFILE=$DIR/data/postmaster.pid
 if [ -s "$PIDFILE" ]; then
   pid=$(head -n1 "$PIDFILE" | tr -d ' ')

@@ -9,12 +9,9 @@ export DEBIAN_FRONTEND=noninteractive
 DIR=${1:-/tmp/sealrelay-services/postgres}
 PGPORT=${PGPORT:-15432}
 
-log() { printf '[%s postgres-up] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-# A stopped postmaster lingers as a zombie until PID 1 reaps it (~2 s on CI machines): a
-# zombie counts as gone, or postgres would refuse to start over its lock file.
-running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
-pid_alive() { [ -s "$1" ] && running "$(head -n1 "$1" | tr -d ' ')"; }
+SCRIPT=postgres-up
+# shellcheck source=scripts/services/_lib.sh
+. "$(dirname "$0")/_lib.sh"
 
 if ! dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q 'ok installed'; then
   log "apt-get install postgresql"
