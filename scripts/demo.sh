@@ -46,6 +46,9 @@ if [ ! -s "$pki/alice.p12" ]; then
     printf 'demo\n' > "$pki/password"
     openssl pkcs12 -export -inkey "$pki/alice.key" -in "$pki/alice.pem" -certfile "$pki/ca.pem" \
         -passout file:"$pki/password" -out "$pki/alice.p12"
+    # Alice's key lives on only inside the relay, sealed under the master key (and in the
+    # password-protected .p12); Bob's stays, since openssl plays his mail client.
+    rm -f "$pki/alice.key" "$pki/ca.key"
 fi
 
 if [ ! -e "$demo/.registered" ]; then
