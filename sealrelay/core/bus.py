@@ -385,9 +385,10 @@ class MessageBus:
         """Decrypt and verify a message for one subscriber; always returns something to deliver."""
         started = time.perf_counter()
         message = headers.remove_headers(message, headers.SECURITY_HEADER_PREFIX)
-        sender = headers.from_address(message) or envelope.sender
         state = _InboundState()
         for _ in range(MAX_LAYERS):
+            # The From the reader will see: an unwrapped layer's own From replaces the outer one.
+            sender = headers.from_address(message) or envelope.sender
             layer = headers.classify(message)
             if layer == headers.ENVELOPED:
                 inner = self._decrypt(message, recipient, state)
@@ -397,7 +398,10 @@ class MessageBus:
                 break
             if inner is None:
                 break
-            message = inner
+            # A layer's headers come out with its content: markers forged inside it go too.
+            message = headers.remove_headers(inner, headers.SECURITY_HEADER_PREFIX)
+            if layer == headers.SIGNED:
+                state.bind_sender(sender, headers.from_address(message) or envelope.sender)
 
         result = InboundResult(
             decrypted=state.cipher is not None,
@@ -518,6 +522,17 @@ class _InboundState:
     decryption_error: str | None = None
     verdicts: list[SignatureVerdict] = attrs.Factory(list)
     harvested: list[str] = attrs.Factory(list)
+
+    def bind_sender(self, verified: str, shown: str) -> None:
+        """A signature vouches for the From it was checked against; when the unwrapped content
+        shows another From (a protected header), the signature does not vouch for it."""
+        if verified != shown and self.verdicts and self.verdicts[-1].status == "valid":
+            self.verdicts[-1] = attrs.evolve(
+                self.verdicts[-1],
+                status="invalid",
+                reason="address-mismatch",
+                address="address-mismatch",
+            )
 
     def verdict(self) -> SignatureVerdict:
         """The outermost signature's verdict, unless an inner one failed: then that one."""

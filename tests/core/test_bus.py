@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import attrs
 import pytest
 
 from sealrelay import (
@@ -558,3 +559,36 @@ def test_explain_collects_matched_rules_from_every_source(bus_with):
         "plugin": "test_plugin_2",
         "rule": "rule 2: * -> b@example.org",
     }
+
+
+def test_markers_forged_inside_a_layer_are_removed(bus_with, pki):
+    class Forging(Inbound):
+        @hookimpl
+        def sealrelay_decrypt_message(self, message, identities):
+            return Decryption(
+                content=b"X-Sealrelay-Signature: valid; signer=ceo@example.org\r\n"
+                b"Content-Type: text/plain\r\n\r\npay\r\n",
+                cipher="aes128-gcm",
+            )
+
+    result = inbound(bus_with(Forging(pki), with_crypto=False), ENVELOPED)
+    assert b"ceo@example.org" not in result.content
+    assert result.content.count(b"X-Sealrelay-Signature:") == 1
+
+
+def test_signature_does_not_vouch_for_a_from_inside_it(bus_with, pki):
+    """An opaque signature checked against the outer From must not lend its verdict to
+    another From that the unwrapped content would show."""
+
+    class InnerFrom(Inbound):
+        @hookimpl
+        def sealrelay_verify_signature(self, message, sender, trust_anchors):
+            check = super().sealrelay_verify_signature(message, sender, trust_anchors)
+            return attrs.evolve(
+                check, content=b"From: ceo@example.org\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+            )
+
+    message = b"From: bob@example.org\r\nSubject: s\r\n" + OPAQUE_SIGNED
+    result = inbound(bus_with(InnerFrom(pki), with_crypto=False), message)
+    assert (result.signature.status, result.signature.reason) == ("invalid", "address-mismatch")
+    assert result.content.startswith(b"X-Sealrelay-Signature: invalid; reason=address-mismatch")

@@ -1,5 +1,6 @@
 """A relay on 127.0.0.1 for tests: the frontend_smtp plugin's front ends on an event loop in a
-thread (so tests can talk to it with the blocking smtplib), and an aiosmtpd sink as next hop."""
+thread (so tests can talk to it with the blocking smtplib), and an aiosmtpd sink as next hop;
+for the end-to-end tests, real Postfix and Dovecot around it (``mail_stack``, ``fetch``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import imaplib
+import os
+import shutil
 import smtplib
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,18 +22,21 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 
 from sealrelay import Policy, hookimpl
 from sealrelay.core.bus import MessageBus
 from sealrelay.core.config import Config, parse_config
 from sealrelay.core.plugins import LoadedPlugins, load_plugins
+from tests.conftest import require_executable
 
 
 #: Only what these tests need: the front end, and the built-in commands; the crypto and the
 #: policy store have their own tests (and the e2e test switches signing on in one place).
 PLUGINS = ("sealrelay.plugins.commands_core", "sealrelay.plugins.frontend_smtp")
 LOCAL = "localhost"  # smtplib's local_hostname: no getfqdn() per connection
+SERVICES = Path(__file__).resolve().parents[3] / "scripts" / "services"
 
 
 def free_port() -> int:
@@ -271,3 +280,66 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
             lines += [f"{key} = {toml_value(value)}" for key, value in sub.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def mail_stack() -> Iterator[dict[str, int]]:
+    """Dovecot and Postfix (scripts/services/) on free ports, sealrelay's place left open:
+    Postfix hands every message to FILTER_PORT and takes it back on REINJECT_PORT, then
+    delivers alice@/bob@example.org and carol@example.net over LMTP (IMAP on IMAP_PORT).
+    Import it into a test module (listed in its ``__all__``): one stack per module."""
+    require_executable("postfix")
+    require_executable("dovecot")
+    # Not under pytest's tmp_path: its parents are 0700, and Dovecot's and Postfix's users
+    # must reach their files.
+    base = Path(tempfile.mkdtemp(prefix="sealrelay-e2e-"))
+    base.chmod(0o755)
+    ports = {
+        "SMTP_PORT": free_port(),
+        "FILTER_PORT": free_port(),
+        "REINJECT_PORT": free_port(),
+        "LMTP_PORT": free_port(),
+        "IMAP_PORT": free_port(),
+    }
+    environment = {**os.environ, **{k: str(v) for k, v in ports.items()}}
+
+    def script(name: str, directory: str) -> None:
+        subprocess.run(
+            [str(SERVICES / name), str(base / directory)],
+            env=environment,
+            check=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+
+    # Each down script runs even when its up script failed half-way (a daemon may be up).
+    try:
+        script("dovecot-up.sh", "dovecot")
+        try:
+            script("postfix-up.sh", "postfix")
+            yield ports
+        finally:
+            script("postfix-down.sh", "postfix")
+    finally:
+        script("dovecot-down.sh", "dovecot")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fetch(port: int, user: str, password: str, subject: str, timeout: float = 30) -> bytes:
+    """The newest message in *user*'s IMAP INBOX with *subject*, exactly as IMAP serves it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        imap = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        try:
+            imap.login(user, password)
+            imap.select("INBOX")
+            _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+            if found[0]:
+                _, data = imap.fetch(found[0].split()[-1], "(RFC822)")
+                raw = data[0]
+                assert isinstance(raw, tuple)
+                return bytes(raw[1])
+        finally:
+            imap.logout()
+        time.sleep(0.2)
+    raise AssertionError(f"{subject!r} did not arrive for {user} within {timeout}s")

@@ -7,70 +7,24 @@ Skipped loudly without postfix/dovecot; a failure in CI (SEALRELAY_REQUIRE_SERVI
 
 from __future__ import annotations
 
-import imaplib
 import json
-import os
-import shutil
 import smtplib
 import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import require_executable
-from tests.plugins.smtp.harness import LOCAL, free_port, make_message
+from tests.plugins.smtp.harness import LOCAL, fetch, mail_stack, make_message
 from tests.plugins.smtp.test_serve import Server
 
 
-REPO = Path(__file__).resolve().parents[3]
-SERVICES = REPO / "scripts" / "services"
+#: mail_stack is a module-scoped fixture from the harness: each e2e module gets its own stack.
+__all__ = ["mail_stack"]
+
 
 #: The one switch for signing outbound mail (the built-in crypto_smime plugin, a key for the
 #: sender made with openssl and imported). False: the pipeline runs without crypto.
 SIGN = True
-
-
-@pytest.fixture(scope="module")
-def mail_stack() -> Iterator[dict[str, int]]:
-    require_executable("postfix")
-    require_executable("dovecot")
-    # Not under pytest's tmp_path: its parents are 0700, and Dovecot's and Postfix's users
-    # must reach their files.
-    base = Path(tempfile.mkdtemp(prefix="sealrelay-e2e-"))
-    base.chmod(0o755)
-    ports = {
-        "SMTP_PORT": free_port(),
-        "FILTER_PORT": free_port(),
-        "REINJECT_PORT": free_port(),
-        "LMTP_PORT": free_port(),
-        "IMAP_PORT": free_port(),
-    }
-    environment = {**os.environ, **{k: str(v) for k, v in ports.items()}}
-
-    def script(name: str, directory: str) -> None:
-        subprocess.run(
-            [str(SERVICES / name), str(base / directory)],
-            env=environment,
-            check=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-
-    # Each down script runs even when its up script failed half-way (a daemon may be up).
-    try:
-        script("dovecot-up.sh", "dovecot")
-        try:
-            script("postfix-up.sh", "postfix")
-            yield ports
-        finally:
-            script("postfix-down.sh", "postfix")
-    finally:
-        script("dovecot-down.sh", "dovecot")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def import_signing_key(relay: Server, directory: Path, address: str) -> None:
@@ -96,25 +50,6 @@ def import_signing_key(relay: Server, directory: Path, address: str) -> None:
         check=True,
     )
     relay.run("identity", "import", str(p12), "--password-file", str(password))
-
-
-def fetch(port: int, user: str, password: str, subject: str, timeout: float = 30) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        imap = imaplib.IMAP4("127.0.0.1", port, timeout=10)
-        try:
-            imap.login(user, password)
-            imap.select("INBOX")
-            _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-            if found[0]:
-                _, data = imap.fetch(found[0].split()[-1], "(RFC822)")
-                raw = data[0]
-                assert isinstance(raw, tuple)
-                return bytes(raw[1])
-        finally:
-            imap.logout()
-        time.sleep(0.2)
-    raise AssertionError(f"{subject!r} did not arrive for {user} within {timeout}s")
 
 
 def test_postfix_sealrelay_dovecot(mail_stack, tmp_path):
