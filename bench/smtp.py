@@ -2,13 +2,13 @@
 
 Both take mail on 127.0.0.1 and hand it to the same next hop (an aiosmtpd sink in its own
 process). The pass-through is what a minimal relay does: aiosmtpd in, aiosmtplib out over
-pooled connections, 250 once the next hop said 250. sealrelay runs the outbound pipeline
-(no crypto unless --sign), fsyncs the result into its spool, answers 250, and delivers from
-the spool with pooled connections. For 10 KB and 1 MB messages over 1 and 8 client
-connections it reports messages/s, p50/p99 latency (command to 250, as the client sees it),
+pooled connections, 250 once the next hop said 250. sealrelay runs the outbound pipeline (by
+default signing with RSA-2048 and encrypting to an RSA-2048 certificate), fsyncs the result
+into its spool, answers 250, and delivers from the spool with pooled connections. For 10 KB
+and 1 MB messages over 1 and 8 client connections it reports messages/s, p50/p99 latency (command to 250, as the client sees it),
 the server side's CPU per message, and sealrelay's ratio to the pass-through.
 
-Run: .venv/bin/python -m bench.smtp [--seconds 5] [--workers 2] [--sign]
+Run: .venv/bin/python -m bench.smtp [--seconds 5] [--workers 2] [--crypto none|sign|sign+encrypt]
 Client, servers and sink share this machine's cores: compare ratios within one run.
 """
 
@@ -205,14 +205,24 @@ def measure(
     )
 
 
-def _sealrelay_config(directory: Path, port: int, sink_port: int, workers: int, sign: bool) -> Path:
-    sign_mode = "clear" if sign else "none"
+#: What the relay does to every message: --crypto.
+CRYPTO = {
+    "none": ("none", "never"),
+    "sign": ("clear", "never"),
+    "sign+encrypt": ("clear", "always"),
+}
+
+
+def _sealrelay_config(
+    directory: Path, port: int, sink_port: int, workers: int, crypto: str
+) -> Path:
+    sign_mode, encrypt = CRYPTO[crypto]
     path = directory / "config.toml"
     path.write_text(
         f'[storage]\ndata_dir = "{directory}/var"\nurl = "sqlite:///{directory}/db.sqlite"\n'
         f'[smtp]\nlisten = "127.0.0.1:{port}"\nnext_hop = "smtp://127.0.0.1:{sink_port}"\n'
         f"workers = {workers}\nmax_message_size = 67108864\n"
-        f'[policy.default]\nsign = "{sign_mode}"\nencrypt = "never"\n'
+        f'[policy.default]\nsign = "{sign_mode}"\nencrypt = "{encrypt}"\n'
     )
     return path
 
@@ -221,22 +231,30 @@ def _sealrelay(config: Path, *arguments: str) -> list[str]:
     return [sys.executable, "-m", "sealrelay", "-c", str(config), *arguments]
 
 
-def _with_demo_identity(config: Path) -> None:
-    """A self-signed key for alice@example.org, so --sign measures real signing."""
-    directory = config.parent / "demo"
-    directory.mkdir()
-    key, cert, p12, password = (directory / n for n in ("k.pem", "c.pem", "a.p12", "pass"))
+def _self_signed(directory: Path, name: str, address: str) -> tuple[Path, Path]:
+    """An RSA-2048 e-mail certificate and its key, made with openssl."""
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
     subprocess.run(
         [
             *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
             *("-keyout", str(key), "-out", str(cert)),
-            *("-subj", "/CN=Alice/emailAddress=alice@example.org"),
-            *("-addext", "subjectAltName=email:alice@example.org"),
+            *("-subj", f"/CN={name}/emailAddress={address}"),
+            *("-addext", f"subjectAltName=email:{address}"),
             *("-addext", "extendedKeyUsage=emailProtection"),
+            *("-addext", "keyUsage=critical,digitalSignature,keyEncipherment"),
         ],
         check=True,
         capture_output=True,
     )
+    return key, cert
+
+
+def _with_keys(config: Path, crypto: str) -> None:
+    """Alice's key to sign with, and with sign+encrypt Bob's certificate to encrypt to."""
+    directory = config.parent / "demo"
+    directory.mkdir()
+    key, cert = _self_signed(directory, "alice", "alice@example.org")
+    p12, password = directory / "alice.p12", directory / "pass"
     password.write_text("bench\n")
     subprocess.run(
         [
@@ -250,9 +268,16 @@ def _with_demo_identity(config: Path) -> None:
         check=True,
         capture_output=True,
     )
+    if crypto == "sign+encrypt":
+        _, bob = _self_signed(directory, "bob", "bob@example.net")
+        subprocess.run(
+            _sealrelay(config, "cert", "import", str(bob), "--trusted"),
+            check=True,
+            capture_output=True,
+        )
 
 
-def run(seconds: float, workers: int, sign: bool) -> list[Result]:
+def run(seconds: float, workers: int, crypto: str) -> list[Result]:
     sink_port, bare_port, relay_port = free_port(), free_port(), free_port()
     processes = [_spawn("sink", str(sink_port))]
     results = []
@@ -261,10 +286,10 @@ def run(seconds: float, workers: int, sign: bool) -> list[Result]:
             _wait_port(sink_port)
             bare = _spawn("bare", str(bare_port), str(sink_port))
             processes.append(bare)
-            config = _sealrelay_config(Path(scratch), relay_port, sink_port, workers, sign)
+            config = _sealrelay_config(Path(scratch), relay_port, sink_port, workers, crypto)
             subprocess.run(_sealrelay(config, "init"), check=True, capture_output=True)
-            if sign:
-                _with_demo_identity(config)
+            if crypto != "none":
+                _with_keys(config, crypto)
             relay = subprocess.Popen(_sealrelay(config, "serve"), stdin=subprocess.DEVNULL)
             processes.append(relay)
             _wait_port(bare_port)
@@ -333,14 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--workers", type=int, default=2, help="sealrelay worker processes")
-    parser.add_argument("--sign", action="store_true", help="sign every message (RSA-2048)")
-    options = parser.parse_args(arguments)
-    results = run(options.seconds, options.workers, options.sign)
-    print()
-    print(
-        f"sealrelay: {options.workers} workers, "
-        f"{'signing (clear, RSA-2048)' if options.sign else 'no crypto'}, fsynced spool"
+    parser.add_argument(
+        "--crypto",
+        choices=tuple(CRYPTO),
+        default="sign+encrypt",
+        help="what sealrelay does to every message (RSA-2048 keys; default sign+encrypt)",
     )
+    options = parser.parse_args(arguments)
+    results = run(options.seconds, options.workers, options.crypto)
+    print()
+    print(f"sealrelay: {options.workers} workers, crypto: {options.crypto}, fsynced spool")
     print(report(results))
     return 0
 
