@@ -6,7 +6,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import CodeType, TracebackType
 from typing import Any
 
@@ -29,7 +29,7 @@ class PluginInfo:
     """One plugin as ``sealrelay plugins`` shows it."""
 
     name: str
-    #: ``builtin`` or ``entry point``.
+    #: ``builtin``, ``entry point`` or ``registered`` (passed to load_plugins as *extra*).
     source: str
     #: Python module (built-ins) or the entry point's value.
     module: str
@@ -192,14 +192,21 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) 
 
 
 def load_plugins(
-    config: Config, *, builtins: Sequence[str], entry_points: bool = True
+    config: Config,
+    *,
+    builtins: Sequence[str],
+    entry_points: bool = True,
+    extra: Mapping[str, object] | None = None,
 ) -> LoadedPlugins:
     """Build the plugin manager for *config*.
 
     *builtins* are module paths (``sealrelay.plugins.audit_log``); a plugin's name is the last
-    component of its module path, or its entry point's name. Plugins named in
-    ``[plugins] disabled`` are not imported at all.
+    component of its module path, or its entry point's name. *extra* are plugin objects by
+    name, registered last, as tests and embedding applications do: they are checked,
+    configured and switched off by ``[plugins] disabled`` like installed ones. Plugins named
+    in ``[plugins] disabled`` are not imported at all.
     """
+    extra = extra or {}
     pm = _SealrelayPluginManager(PROJECT_NAME)
     for spec_module in SPEC_MODULES:
         pm.add_hookspecs(importlib.import_module(spec_module))
@@ -213,7 +220,7 @@ def load_plugins(
                 f"plugin {name!r} from {entry_point.dist.name if entry_point.dist else '?'} "
                 "has the name of a built-in plugin; rename its entry point"
             )
-    _check_disabled(config, [*builtin_names, *found])
+    _check_disabled(config, [*builtin_names, *found, *extra])
     disabled = set(config.plugins.disabled)
 
     registered: list[tuple[PluginInfo, object | None]] = []
@@ -249,6 +256,17 @@ def load_plugins(
                 ) from None
             _register(pm, plugin, name, origin)
         registered.append((info, plugin))
+
+    for name, plugin in extra.items():
+        info = PluginInfo(
+            name=name,
+            source="registered",
+            module=getattr(plugin, "__name__", type(plugin).__module__),
+            enabled=name not in disabled,
+        )
+        if info.enabled:
+            _register(pm, plugin, name, "registered by the caller")
+        registered.append((info, plugin if info.enabled else None))
 
     try:
         pm.check_pending()

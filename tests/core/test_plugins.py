@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from sealrelay import hookimpl
 from sealrelay.core.plugins import load_plugins
 from sealrelay.exceptions import ConfigError, PluginError
 from sealrelay.plugins import BUILTIN_PLUGINS
@@ -181,3 +182,36 @@ def test_helpers_without_the_prefix_are_not_hooks(make_config, install_plugin):
     )
     plugins = load_plugins(make_config(), builtins=BUILTIN_PLUGINS)
     assert {i.name: i for i in plugins.info}["helpers"].hooks == ("sealrelay_message_processed",)
+
+
+class Sized:
+    """A plugin object handed to load_plugins by the caller."""
+
+    def __init__(self) -> None:
+        self.section: dict | None = None
+
+    @hookimpl
+    def sealrelay_configure(self, config):
+        self.section = dict(config.plugin_config("sized"))
+
+
+def test_extra_plugins_are_loaded_like_installed_ones(make_config):
+    plugin = Sized()
+    config = make_config({"plugins": {"sized": {"limit": 5}}})
+    plugins = load_plugins(config, builtins=BUILTIN_PLUGINS, extra={"sized": plugin})
+    info = {i.name: i for i in plugins.info}["sized"]
+    assert (info.source, info.enabled, info.hooks) == ("registered", True, ("sealrelay_configure",))
+    assert plugin.section == {"limit": 5}
+
+
+def test_extra_plugins_can_be_disabled(make_config):
+    plugin = Sized()
+    config = make_config({"plugins": {"disabled": ["sized"]}})
+    plugins = load_plugins(config, builtins=BUILTIN_PLUGINS, extra={"sized": plugin})
+    assert plugins.pm.get_plugin("sized") is None
+    assert plugin.section is None
+
+
+def test_extra_plugin_may_not_take_a_taken_name(make_config):
+    with pytest.raises(PluginError, match="'audit_log'"):
+        load_plugins(make_config(), builtins=BUILTIN_PLUGINS, extra={"audit_log": Sized()})

@@ -10,13 +10,14 @@ from __future__ import annotations
 from sealrelay import Config, ConfigError, Envelope, Policy, hookimpl
 
 
-_settings = {"domain": "partner.example"}
+DEFAULT_DOMAIN = "partner.example"
+_settings = {"domain": DEFAULT_DOMAIN}
 
 
 @hookimpl
 def sealrelay_configure(config: Config) -> None:
     section = dict(config.plugin_config("example_policy"))
-    domain = section.pop("domain", _settings["domain"])
+    domain = section.pop("domain", DEFAULT_DOMAIN)
     if section:
         raise ConfigError(f"[plugins.example_policy]: unknown key {sorted(section)[0]!r}")
     if not isinstance(domain, str) or "." not in domain:
