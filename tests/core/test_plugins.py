@@ -188,7 +188,7 @@ class Sized:
     """A plugin object handed to load_plugins by the caller."""
 
     def __init__(self) -> None:
-        self.section: dict | None = None
+        self.section: dict[str, object] | None = None
 
     @hookimpl
     def sealrelay_configure(self, config):
