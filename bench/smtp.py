@@ -5,10 +5,11 @@ process). The pass-through is what a minimal relay does: aiosmtpd in, aiosmtplib
 pooled connections, 250 once the next hop said 250. sealrelay runs the outbound pipeline (by
 default signing with RSA-2048 and encrypting to an RSA-2048 certificate), fsyncs the result
 into its spool, answers 250, and delivers from the spool with pooled connections. For 10 KB
-and 1 MB messages over 1 and 8 client connections it reports messages/s, p50/p99 latency (command to 250, as the client sees it),
-the server side's CPU per message, and sealrelay's ratio to the pass-through.
+and 1 MB messages over 1 and 8 client connections it reports messages/s, p50/p99 latency
+(command to 250, as the client sees it), the server side's CPU per message, and sealrelay's
+ratio to the pass-through.
 
-Run: .venv/bin/python -m bench.smtp [--seconds 5] [--workers 2] [--crypto none|sign|sign+encrypt]
+Run: .venv/bin/python -m bench.smtp [--seconds 5] [--workers 2] [--crypto sign+encrypt]
 Client, servers and sink share this machine's cores: compare ratios within one run.
 """
 
