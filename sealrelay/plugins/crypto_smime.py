@@ -125,10 +125,26 @@ def sealrelay_verify_signature(
     return _check(result)
 
 
+#: Certificate objects made for a sender's certificates, which every message of theirs carries
+#: again: re-encoding each costs more than the rest of building the result. Only certificates
+#: up to 16 KiB (real ones are 1-2 KB) are kept, and at most 1024 of them.
+_CERTIFICATES: dict[tuple[x509.Certificate, tuple[str, ...]], Certificate] = {}
+_MAX_CERTIFICATES = 1024
+_MAX_CACHED_CERTIFICATE = 16 * 1024
+
+
 def _certificate(cert: x509.Certificate, capabilities: tuple[str, ...] = ()) -> Certificate:
-    return Certificate(
-        der=cert.public_bytes(Encoding.DER), source="message", capabilities=capabilities
-    )
+    key = (cert, capabilities)
+    known = _CERTIFICATES.get(key)
+    if known is not None:
+        return known
+    der = cert.public_bytes(Encoding.DER)
+    made = Certificate(der=der, source="message", capabilities=capabilities)
+    if len(der) <= _MAX_CACHED_CERTIFICATE:
+        if len(_CERTIFICATES) >= _MAX_CERTIFICATES:
+            _CERTIFICATES.pop(next(iter(_CERTIFICATES)), None)
+        _CERTIFICATES[key] = made
+    return made
 
 
 def _check(result: VerificationResult) -> SignatureCheck:

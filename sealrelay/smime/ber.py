@@ -2,8 +2,8 @@
 
 asn1crypto copies every nested element's contents when it parses, so a 25 MB EnvelopedData
 would be duplicated once per nesting level. This reader works on a memoryview of the input,
-never copies, and hands out the offsets of each element; asn1crypto is then used only for the
-small parts (RecipientInfos, algorithm identifiers) cut out of the input.
+never copies, and hands out the offsets of each element; asn1crypto is then used only for
+small parts cut out of the input (algorithm parameters, names, a KeyAgreeRecipientInfo).
 
 Every limit violation raises `MalformedMessage`: a declared length beyond the input, a
 primitive element with indefinite length, nesting deeper than `MAX_DEPTH`, missing end-of-
@@ -54,6 +54,11 @@ class Element(NamedTuple):
         return self.tag_class == tag_class and self.tag == tag
 
 
+# Builds an Element from a tuple of its fields without the generated __new__, which takes
+# twice as long for the dozens of elements of every message.
+_tuple_new = tuple.__new__
+
+
 class Reader:
     """Reads elements out of one buffer, within a budget of element reads.
 
@@ -68,18 +73,20 @@ class Reader:
 
     def element(self, pos: int, limit: int, depth: int = 0) -> Element:
         """The element starting at `pos`, which must end at or before `limit`."""
-        if depth > MAX_DEPTH:
-            raise MalformedMessage("ASN.1 structure is nested too deeply")
         self._reads_left -= 1
-        if self._reads_left < 0:
-            raise MalformedMessage("ASN.1 structure has too many elements")
+        if depth > MAX_DEPTH or self._reads_left < 0:
+            raise MalformedMessage(
+                "ASN.1 structure is nested too deeply"
+                if depth > MAX_DEPTH
+                else "ASN.1 structure has too many elements"
+            )
         start = pos
         if pos + 2 > limit:
             raise MalformedMessage("ASN.1 data is truncated")
         buf = self.buf
         first = buf[pos]
-        # One-octet tags and short-form lengths are read inline: this runs for every element
-        # of every message, and the method calls cost as much as the reading.
+        # One-octet tags and lengths of up to two octets are read inline: this runs for every
+        # element of every message, and the method calls cost as much as the reading.
         if first & 0x1F == 0x1F:
             tag, pos = self._long_tag_number(pos + 1, limit)
         else:
@@ -89,21 +96,28 @@ class Reader:
         if pos >= limit:
             raise MalformedMessage("ASN.1 data is truncated")
         length_octet = buf[pos]
-        if length_octet == 0x80:
+        if length_octet < 0x80:
+            length, pos = length_octet, pos + 1
+        elif length_octet == 0x81 and pos + 2 <= limit:
+            length, pos = buf[pos + 1], pos + 2
+        elif length_octet == 0x82 and pos + 3 <= limit:
+            length, pos = (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
+        elif length_octet == 0x80:
             if not constructed:
                 raise MalformedMessage("primitive ASN.1 element with indefinite length")
             end = self._end_of_contents(pos + 1, limit, depth)
-            return Element(
-                first >> 6, constructed, tag, start, identifier_end, pos + 1, end, end + 2, True
+            return _tuple_new(
+                Element,
+                (first >> 6, constructed, tag, start, identifier_end, pos + 1, end, end + 2, True),
             )
-        if length_octet < 0x80:
-            length, pos = length_octet, pos + 1
         else:
             length, pos = self._long_length(pos, limit)
         if length > limit - pos:
             raise MalformedMessage("ASN.1 length is larger than the data")
         end = pos + length
-        return Element(first >> 6, constructed, tag, start, identifier_end, pos, end, end, False)
+        return _tuple_new(
+            Element, (first >> 6, constructed, tag, start, identifier_end, pos, end, end, False)
+        )
 
     def _long_tag_number(self, pos: int, limit: int) -> tuple[int, int]:
         """The high-tag-number form: base-128 octets after the identifier octet."""
@@ -184,17 +198,24 @@ class Fields:
     def __init__(self, reader: Reader, parent: Element, max_count: int) -> None:
         if not parent.constructed:
             raise MalformedMessage("expected a constructed ASN.1 element")
-        self._elements: list[Element] = []
-        for child in reader.children(parent):
-            if len(self._elements) == max_count:
+        # `children` inlined: a generator per SEQUENCE costs more than reading its fields.
+        elements: list[Element] = []
+        pos, end = parent.content_start, parent.content_end
+        while pos < end:
+            if len(elements) == max_count:
                 raise MalformedMessage("ASN.1 SEQUENCE has more fields than allowed")
-            self._elements.append(child)
+            child = reader.element(pos, end, 1)
+            elements.append(child)
+            pos = child.end
+        self._elements = elements
         self._next = 0
 
     def take(self, tag_class: int, tag: int, *, optional: bool = False) -> Element | None:
-        if self._next < len(self._elements) and self._elements[self._next].is_(tag_class, tag):
-            self._next += 1
-            return self._elements[self._next - 1]
+        if self._next < len(self._elements):
+            element = self._elements[self._next]
+            if element.tag == tag and element.tag_class == tag_class:
+                self._next += 1
+                return element
         if optional:
             return None
         raise MalformedMessage(f"ASN.1 field missing or out of order (expected tag {tag})")

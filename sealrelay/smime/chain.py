@@ -17,6 +17,7 @@ from typing import Literal
 import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -228,8 +229,31 @@ def validate_signer(
     """Finds a path from `signer` to one of `trust_anchors` and checks it at time `at`.
 
     Of several paths the first fully valid one wins, else the first found (its failure is
-    reported). A signer that is itself a trust anchor is trusted directly.
+    reported). A signer that is itself a trust anchor is trusted directly. Verdicts are
+    reused while nothing they depend on can have changed (see "reusing verdicts" below).
     """
+    key = _verdict_key(signer, trust_anchors, intermediates, crls)
+    if key is not None:
+        cached = _VERDICTS.get(key)
+        if cached is not None and _inside(at, cached[0], cached[1]):
+            return cached[2]
+    result = _validate(signer, trust_anchors, intermediates, crls, at)
+    if key is not None and _small(signer, *trust_anchors, *intermediates):
+        window = _unchanging_window(signer, trust_anchors, intermediates, crls, at)
+        if window is not None:
+            if len(_VERDICTS) >= _MAX_VERDICTS:
+                _VERDICTS.pop(next(iter(_VERDICTS)), None)
+            _VERDICTS[key] = (*window, result)
+    return result
+
+
+def _validate(
+    signer: x509.Certificate,
+    trust_anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList],
+    at: datetime.datetime,
+) -> ChainResult:
     if signer in trust_anchors:
         path: tuple[x509.Certificate, ...] = (signer,)
         problem = _validity_problem(path, at) or _usage_problem(signer)
@@ -245,3 +269,110 @@ def validate_signer(
     if first is not None:
         return first
     return ChainResult("untrusted", "unknown", (), "no path to a trust anchor")
+
+
+# --- reusing verdicts ------------------------------------------------------------------------
+#
+# A sender's mail brings the same chain again and again, and validating it costs more than
+# the signature check. The verdict is a function of the certificates, the CRLs and the time,
+# and the time enters only through comparisons with validity bounds, CRL update times and
+# revocation dates: between two consecutive such instants every comparison, and so the
+# verdict, stays the same. A verdict is therefore reused for any time strictly inside the
+# interval around the moment it was computed for.
+
+_Key = tuple[
+    x509.Certificate,
+    tuple[x509.Certificate, ...],
+    tuple[x509.Certificate, ...],
+    tuple[bytes, ...],
+]
+#: Earliest and latest instant (exclusive, None: unbounded) and the verdict.
+_Verdict = tuple[datetime.datetime | None, datetime.datetime | None, ChainResult]
+_VERDICTS: dict[_Key, _Verdict] = {}
+_MAX_VERDICTS = 256
+#: Larger certificate sets, and sets with a certificate over 16 KiB (only ever from hostile
+#: messages), are not cached: the cache holds at most 256 * 16 certificates of 16 KiB.
+_MAX_VERDICT_CERTIFICATES = 16
+
+
+def _verdict_key(
+    signer: x509.Certificate,
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList],
+) -> _Key | None:
+    # Certificates hash and compare by their encoding; CRLs (unhashable, possibly large) are
+    # represented by their SHA-256 fingerprint.
+    if len(anchors) + len(intermediates) >= _MAX_VERDICT_CERTIFICATES:
+        return None
+    fingerprints = tuple(_fingerprint(crl) for crl in crls)
+    return signer, tuple(anchors), tuple(intermediates), fingerprints
+
+
+#: Fingerprints of recently seen CRL objects, by identity: callers pass the same parsed CRLs
+#: with every message, and hashing one costs more than the rest of the lookup. Each entry
+#: keeps its CRL alive, so that its id cannot be reused by another object while stored.
+_FINGERPRINTS: dict[int, tuple[x509.CertificateRevocationList, bytes]] = {}
+_MAX_FINGERPRINTS = 64
+
+
+def _fingerprint(crl: x509.CertificateRevocationList) -> bytes:
+    known = _FINGERPRINTS.get(id(crl))
+    if known is not None and known[0] is crl:
+        return known[1]
+    fingerprint = crl.fingerprint(hashes.SHA256())
+    if len(_FINGERPRINTS) >= _MAX_FINGERPRINTS:
+        _FINGERPRINTS.pop(next(iter(_FINGERPRINTS)), None)
+    _FINGERPRINTS[id(crl)] = (crl, fingerprint)
+    return fingerprint
+
+
+def _small(*certificates: x509.Certificate) -> bool:
+    # Checked before storing a verdict only: a key equal to a stored one names equal, so
+    # equally small, certificates.
+    return all(
+        len(cert.tbs_certificate_bytes) + len(cert.signature) <= _MAX_CACHED_CERTIFICATE
+        for cert in certificates
+    )
+
+
+def _inside(
+    at: datetime.datetime, after: datetime.datetime | None, before: datetime.datetime | None
+) -> bool:
+    return (after is None or after < at) and (before is None or at < before)
+
+
+def _unchanging_window(
+    signer: x509.Certificate,
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    crls: Sequence[x509.CertificateRevocationList],
+    at: datetime.datetime,
+) -> tuple[datetime.datetime | None, datetime.datetime | None] | None:
+    """The open interval around `at` in which no instant that validation compares the time
+    with lies (a superset of them: every certificate and CRL given, whether in a path or
+    not); None when `at` is itself such an instant or cannot be compared."""
+    if at.utcoffset() is None:
+        return None
+    certificates = (signer, *anchors, *intermediates)
+    instants = [
+        bound
+        for cert in certificates
+        for bound in (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    ]
+    try:
+        for crl in crls:
+            instants.append(crl.last_update_utc)
+            if crl.next_update_utc is not None:
+                instants.append(crl.next_update_utc)
+            for cert in (signer, *intermediates):
+                entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+                if entry is not None:
+                    instants.append(entry.revocation_date_utc)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if at in instants:
+        return None
+    after = max((instant for instant in instants if instant < at), default=None)
+    before = min((instant for instant in instants if instant > at), default=None)
+    return after, before

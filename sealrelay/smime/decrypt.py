@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import attrs
-from asn1crypto import algos, cms
+from asn1crypto import algos
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import padding
@@ -89,7 +88,7 @@ class DecryptedContent:
 @attrs.frozen(eq=False)
 class _Envelope:
     authenticated: bool
-    recipient_infos: Any  # cms.RecipientInfos
+    recipient_infos: Element  # the RecipientInfos SET
     content_type: str
     #: The content encryption algorithm (dotted OID) and its parameters, as received.
     cipher_oid: str
@@ -118,7 +117,7 @@ def decrypt_content(
     reader = Reader(view, max_reads=100_000 + len(view) // 64)
     with _asn1_errors():
         envelope = _parse(reader)
-        match = find_recipient(envelope.recipient_infos, candidates)
+        match = find_recipient(reader, envelope.recipient_infos, candidates)
         cipher, iv = _content_cipher(reader, envelope)
     cek = recover_key(match, cipher.key_size)
     if envelope.mac is not None:
@@ -183,7 +182,7 @@ def _parse(reader: Reader) -> _Envelope:
 
     body.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the fields that follow
     body.take(CONTEXT, 0, optional=True)  # originatorInfo: certificates we do not need
-    recipient_infos = cms.RecipientInfos.load(reader.definite(body.require(UNIVERSAL, TAG_SET)))
+    recipient_infos = body.require(UNIVERSAL, TAG_SET)
     encrypted_content_info = Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 3)
     aad = mac = None
     if authenticated:

@@ -554,12 +554,6 @@ def _transfer_encoding(fields: list[HeaderField]) -> str:
     return encoding
 
 
-def _decoded_body(headers: bytes, body: bytes) -> bytes:
-    if _transfer_encoding(header_fields(headers)) == "base64":
-        return decode_base64(body)
-    return body
-
-
 @attrs.frozen
 class ClearSigned:
     """The two halves of a multipart/signed entity."""
@@ -571,23 +565,27 @@ class ClearSigned:
 
 def parse_multipart_signed(entity: bytes) -> ClearSigned:
     """Cuts a multipart/signed entity (or message) into signed content and signature."""
-    headers, body = split_entity(canonicalize(entity))
-    content_type = content_type_of(headers)
+    canonical = canonicalize(entity)
+    header_end, body_start = _split_offsets(canonical)
+    return _clear_signed(canonical, content_type_of(canonical[:header_end]), body_start)
+
+
+def _clear_signed(canonical: bytes, content_type: ContentType, body_start: int) -> ClearSigned:
     if content_type.mime_type != "multipart/signed":
         raise MalformedMessage(f"expected multipart/signed, found {content_type.mime_type}")
     protocol = content_type.params.get("protocol", "").lower()
     if protocol not in SIGNATURE_TYPES:
         raise MalformedMessage(f"multipart/signed with unsupported protocol {protocol!r}")
-    parts = split_multipart(body, content_type).parts
+    parts = split_multipart(canonical[body_start:], content_type).parts
     if len(parts) != 2:
         raise MalformedMessage(f"multipart/signed with {len(parts)} parts instead of 2")
     sig_headers, sig_body = split_entity(parts[1])
-    sig_type = content_type_of(sig_headers).mime_type
+    sig_fields = header_fields(sig_headers)
+    sig_type = parse_content_type(_value_of(sig_fields, "Content-Type")).mime_type
     if sig_type not in SIGNATURE_TYPES:
         raise MalformedMessage(f"second part of multipart/signed is {sig_type}, not a signature")
-    return ClearSigned(
-        parts[0], _decoded_body(sig_headers, sig_body), content_type.params.get("micalg")
-    )
+    signature = decode_base64(sig_body) if _transfer_encoding(sig_fields) == "base64" else sig_body
+    return ClearSigned(parts[0], signature, content_type.params.get("micalg"))
 
 
 @attrs.frozen
@@ -600,6 +598,10 @@ def parse_pkcs7_mime(entity: bytes) -> Pkcs7Mime:
     """The CMS bytes inside an application/pkcs7-mime entity (or message)."""
     header_end, body_start = _split_offsets(entity)
     fields = header_fields(entity[:header_end])
+    return _pkcs7_mime(entity, fields, body_start)
+
+
+def _pkcs7_mime(entity: bytes, fields: list[HeaderField], body_start: int) -> Pkcs7Mime:
     content_type = parse_content_type(_value_of(fields, "Content-Type"))
     is_p7m = content_type.mime_type in PKCS7_MIME_TYPES or (
         content_type.mime_type == "application/octet-stream"
@@ -619,10 +621,33 @@ def parse_pkcs7_mime(entity: bytes) -> Pkcs7Mime:
 
 def smime_kind(entity: bytes) -> str | None:
     """ "multipart-signed", the smime-type of a pkcs7-mime entity ("" if absent), or None."""
-    content_type = content_type_of(split_entity(entity)[0])
+    return _kind(content_type_of(split_entity(entity)[0]))
+
+
+def _kind(content_type: ContentType) -> str | None:
     if content_type.mime_type == "multipart/signed":
         protocol = content_type.params.get("protocol", "").lower()
         return "multipart-signed" if protocol in SIGNATURE_TYPES else None
     if content_type.mime_type in PKCS7_MIME_TYPES:
         return content_type.params.get("smime-type", "").lower()
     return None
+
+
+def signed_parts(entity: bytes) -> tuple[str | None, ClearSigned | Pkcs7Mime | None]:
+    """(`smime_kind(entity)`, its signed parts): those of a multipart/signed entity, or of a
+    pkcs7-mime one with smime-type signed-data or none; None for any other entity.
+
+    The header block is read once for both, not once to classify and again to cut.
+    """
+    header_end, body_start = _split_offsets(entity)
+    fields = header_fields(entity[:header_end])
+    content_type = parse_content_type(_value_of(fields, "Content-Type"))
+    kind = _kind(content_type)
+    if kind == "multipart-signed":
+        canonical = canonicalize(entity)
+        if canonical is not entity:
+            body_start = _split_offsets(canonical)[1]
+        return kind, _clear_signed(canonical, content_type, body_start)
+    if kind in ("signed-data", ""):
+        return kind, _pkcs7_mime(entity, fields, body_start)
+    return kind, None

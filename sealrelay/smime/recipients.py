@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import attrs
 from asn1crypto import cms
@@ -29,15 +29,28 @@ from sealrelay.smime.asn1 import (
     RSA_ENCRYPTION,
     RSAES_OAEP,
     KeyWrapAlgorithm,
+    cached_by_encoding,
     names_equal,
 )
-from sealrelay.smime.errors import NoMatchingKey, UnsupportedAlgorithm
+from sealrelay.smime.ber import (
+    CONTEXT,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_SEQUENCE,
+    UNIVERSAL,
+    Element,
+    Fields,
+    Reader,
+    encode_header,
+)
+from sealrelay.smime.errors import MalformedMessage, NoMatchingKey, UnsupportedAlgorithm
 from sealrelay.smime.keyagree import derive_kek
 
 
 #: One of our keys with its certificate: what a RecipientInfo can point at.
 KeyPair = tuple[x509.Certificate, PrivateKeyTypes]
 
+_TAG_GENERALIZED_TIME = 24
 _OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
     "sha224": hashes.SHA224,
@@ -53,7 +66,11 @@ class Candidate:
 
     certificate: x509.Certificate
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = attrs.field(repr=False)
-    issuer: asn1_x509.Name
+    #: DER IssuerAndSerialNumber made of the certificate's own encodings: a RecipientInfo
+    #: naming us with exactly these bytes (as every sender copying our certificate does) is
+    #: matched without parsing its identifier.
+    issuer_and_serial: bytes
+    issuer: bytes  # DER Name, compared with `names_equal`
     serial: int
     subject_key_identifier: bytes
 
@@ -67,8 +84,19 @@ class Match:
     #: "rsa-pkcs1v15", "rsa-oaep" or "ecdh".
     scheme: str
     encrypted_key: bytes = attrs.field(repr=False)
-    #: The KeyTransRecipientInfo or KeyAgreeRecipientInfo (asn1crypto object).
-    info: Any = attrs.field(repr=False)
+    #: The OAEP parameters of an "rsa-oaep" key transport.
+    oaep: padding.OAEP | None = attrs.field(default=None, repr=False)
+    #: The KeyAgreeRecipientInfo (asn1crypto object) of an "ecdh" key agreement.
+    kari: Any = attrs.field(default=None, repr=False)
+
+
+class _Parsed(NamedTuple):
+    """A ktri or kari read far enough to match it."""
+
+    #: (rid, encryptedKey) of each recipient it is for.
+    entries: list[tuple[Element, Element]]
+    #: The keyEncryptionAlgorithm of a ktri: read only once the ktri matched.
+    algorithm: Element | None = None
 
 
 def decryption_candidates(keys: Sequence[KeyPair]) -> list[Candidate]:
@@ -80,28 +108,37 @@ def decryption_candidates(keys: Sequence[KeyPair]) -> list[Candidate]:
     return [c for c in (_candidate(cert, key) for cert, key in keys) if c is not None]
 
 
-def find_recipient(infos: cms.RecipientInfos, candidates: Sequence[Candidate]) -> Match:
+def find_recipient(reader: Reader, infos: Element, candidates: Sequence[Candidate]) -> Match:
     """The first candidate (in the caller's order of preference) that a RecipientInfo names.
 
-    Raises NoMatchingKey when no RecipientInfo names any of them, UnsupportedAlgorithm when
-    the only ones that do use a key management scheme sealrelay lacks. asn1crypto errors from
-    malformed RecipientInfos propagate for the caller to map; everything key recovery reads
-    from the RecipientInfo is parsed here, so that recovery itself meets no such error.
+    `infos` is the RecipientInfos SET in `reader`. Raises NoMatchingKey when no RecipientInfo
+    names any of our candidates, UnsupportedAlgorithm when the only ones that do use a key
+    management scheme sealrelay lacks, MalformedMessage for a broken RecipientInfo met on the
+    way. asn1crypto errors from the parameters of a matching one propagate for the caller to
+    map; everything key recovery reads is parsed here, so that recovery itself meets no error.
+
+    The RecipientInfos are read with the bounded BER reader, each only when the search
+    reaches it with a key of its kind, as asn1crypto's lazy parsing did: a kind our keys cannot
+    open, or one addressed to someone else after ours, is never looked into.
     """
+    elements = [(_kind(info), info) for info in reader.children(infos)]
+    parsed: dict[int, _Parsed] = {}
     unsupported: list[str] = []
     for candidate in candidates:
-        for info in infos:
-            for encrypted_key, chosen in _entries_for(info, candidate):
-                problem = _unsupported_reason(chosen, info.name, candidate)
-                if problem is None:
-                    return Match(
-                        certificate=candidate.certificate,
-                        key=candidate.key,
-                        scheme=_scheme(chosen, info.name),
-                        encrypted_key=encrypted_key,
-                        info=chosen,
-                    )
-                unsupported.append(problem)
+        wanted = "ktri" if isinstance(candidate.key, rsa.RSAPrivateKey) else "kari"
+        for index, (kind, element) in enumerate(elements):
+            if kind != wanted:
+                continue
+            if index not in parsed:
+                parsed[index] = _parse_info(reader, element)
+            info = parsed[index]
+            for rid, encrypted_key in info.entries:
+                if not _names(reader, rid, candidate, kind):
+                    continue
+                match = _match(reader, element, info, candidate, encrypted_key)
+                if isinstance(match, Match):
+                    return match
+                unsupported.append(match)
     if unsupported:
         raise UnsupportedAlgorithm(
             "the message is encrypted to our key, but with " + "; ".join(sorted(set(unsupported)))
@@ -133,58 +170,124 @@ def _candidate(cert: x509.Certificate, key: PrivateKeyTypes) -> Candidate | None
 
 
 @functools.lru_cache(maxsize=256)
-def _identifiers(cert: x509.Certificate) -> tuple[asn1_x509.Name, int, bytes]:
-    """Issuer, serial number and subject key identifier of one of our certificates: parsed
-    once per certificate rather than once per message (public data only, no key)."""
-    parsed = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+def _identifiers(cert: x509.Certificate) -> tuple[bytes, bytes, int, bytes]:
+    """IssuerAndSerialNumber, issuer, serial number and subject key identifier of one of our
+    certificates: parsed once per certificate rather than once per message (public data only,
+    no key)."""
+    tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    tbs = tbs["tbs_certificate"]
+    issuer, serial = bytes(tbs["issuer"].dump()), bytes(tbs["serial_number"].dump())
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         # What OpenSSL and RFC 5280 §4.2.1.2 method 1 would put there.
         ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
-    return parsed.issuer, int(parsed.serial_number), ski
+    issuer_and_serial = encode_header(0x30, len(issuer) + len(serial)) + issuer + serial
+    return issuer_and_serial, issuer, int(tbs["serial_number"].native), ski
 
 
-def _entries_for(info: cms.RecipientInfo, candidate: Candidate) -> Iterator[tuple[bytes, Any]]:
-    """(encrypted key, RecipientInfo) for every identifier in `info` naming `candidate`."""
-    chosen = info.chosen
-    if info.name == "ktri" and isinstance(candidate.key, rsa.RSAPrivateKey):
-        if _names(chosen["rid"], candidate):
-            yield cast(bytes, chosen["encrypted_key"].native), chosen
-    elif info.name == "kari" and isinstance(candidate.key, ec.EllipticCurvePrivateKey):
-        for entry in chosen["recipient_encrypted_keys"]:
-            if _names(entry["rid"], candidate):
-                yield cast(bytes, entry["encrypted_key"].native), chosen
+def _kind(info: Element) -> str:
+    """ "ktri", "kari" or "other" (kekri, pwri, ori: no key of ours can open them)."""
+    if info.is_(UNIVERSAL, TAG_SEQUENCE):
+        return "ktri"
+    if info.tag_class == CONTEXT and info.constructed and info.tag in (1, 2, 3, 4):
+        return "kari" if info.tag == 1 else "other"
+    raise MalformedMessage("unknown kind of RecipientInfo")
 
 
-def _names(rid: Any, candidate: Candidate) -> bool:
-    if rid.name == "issuer_and_serial_number":
-        return bool(
-            rid.chosen["serial_number"].native == candidate.serial
-            and names_equal(rid.chosen["issuer"].dump(), candidate.issuer.dump())
-        )
-    if rid.name == "subject_key_identifier":
-        return bool(rid.chosen.native == candidate.subject_key_identifier)
-    if rid.name == "r_key_id":
-        return bool(rid.chosen["subject_key_identifier"].native == candidate.subject_key_identifier)
-    return False
+def _parse_info(reader: Reader, info: Element) -> _Parsed:
+    if info.tag_class == UNIVERSAL:  # ktri
+        fields = Fields(reader, info, 4)
+        fields.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the rid
+        rid = fields.take(UNIVERSAL, TAG_SEQUENCE, optional=True) or fields.require(CONTEXT, 0)
+        algorithm = fields.require(UNIVERSAL, TAG_SEQUENCE)
+        encrypted_key = fields.require(UNIVERSAL, TAG_OCTET_STRING)
+        fields.end()
+        return _Parsed([(rid, encrypted_key)], algorithm)
+    # kari: [1] IMPLICIT KeyAgreeRecipientInfo
+    fields = Fields(reader, info, 5)
+    fields.require(UNIVERSAL, TAG_INTEGER)
+    fields.require(CONTEXT, 0)  # originator
+    fields.take(CONTEXT, 1, optional=True)  # ukm
+    fields.require(UNIVERSAL, TAG_SEQUENCE)  # keyEncryptionAlgorithm
+    keys = fields.require(UNIVERSAL, TAG_SEQUENCE)
+    fields.end()
+    entries = []
+    for entry in reader.children(keys):
+        if not entry.is_(UNIVERSAL, TAG_SEQUENCE):
+            raise MalformedMessage("a RecipientEncryptedKey is not a SEQUENCE")
+        pair = Fields(reader, entry, 2)
+        rid = pair.take(UNIVERSAL, TAG_SEQUENCE, optional=True) or pair.require(CONTEXT, 0)
+        entries.append((rid, pair.require(UNIVERSAL, TAG_OCTET_STRING)))
+        pair.end()
+    return _Parsed(entries)
 
 
-def _scheme(chosen: Any, kind: str) -> str:
-    if kind == "kari":
-        return "ecdh"
-    algorithm = chosen["key_encryption_algorithm"]["algorithm"].dotted
-    return "rsa-oaep" if algorithm == RSAES_OAEP else "rsa-pkcs1v15"
+def _names(reader: Reader, rid: Element, candidate: Candidate, kind: str) -> bool:
+    """Whether a rid (KeyTransRecipientInfo's or KeyAgreeRecipientIdentifier) names us."""
+    if rid.tag_class == UNIVERSAL:  # issuerAndSerialNumber
+        if reader.bytes_of(rid) == candidate.issuer_and_serial:
+            return True
+        fields = Fields(reader, rid, 2)
+        issuer = fields.require(UNIVERSAL, TAG_SEQUENCE)
+        serial = fields.require(UNIVERSAL, TAG_INTEGER)
+        fields.end()
+        if serial.constructed:
+            raise MalformedMessage("constructed INTEGER in a recipient identifier")
+        number = int.from_bytes(reader.buf[serial.content_start : serial.content_end], signed=True)
+        # Names compare as RFC 5280 7.1 says (case and string types normalised).
+        return number == candidate.serial and names_equal(reader.definite(issuer), candidate.issuer)
+    if kind == "kari":  # [0] IMPLICIT RecipientKeyIdentifier
+        fields = Fields(reader, rid, 3)
+        key_id = fields.require(UNIVERSAL, TAG_OCTET_STRING)
+        fields.take(UNIVERSAL, _TAG_GENERALIZED_TIME, optional=True)  # date
+        fields.take(UNIVERSAL, TAG_SEQUENCE, optional=True)  # other
+        fields.end()
+    else:  # [0] IMPLICIT SubjectKeyIdentifier
+        key_id = rid
+    return b"".join(reader.octet_string_chunks(key_id)) == candidate.subject_key_identifier
 
 
-def _unsupported_reason(chosen: Any, kind: str, candidate: Candidate) -> str | None:
-    algorithm = chosen["key_encryption_algorithm"]
+def _match(
+    reader: Reader, element: Element, info: _Parsed, candidate: Candidate, encrypted_key: Element
+) -> Match | str:
+    """The Match for a RecipientInfo that names `candidate`, or why sealrelay cannot use it."""
+    key = b"".join(reader.octet_string_chunks(encrypted_key))
+    if info.algorithm is None:  # kari: rare, and its ECDH dwarfs asn1crypto's parsing
+        kari = cms.RecipientInfo.load(reader.definite(element)).chosen
+        problem = _unsupported_key_agreement(kari, candidate)
+        if problem is not None:
+            return problem
+        return Match(candidate.certificate, candidate.key, "ecdh", key, kari=kari)
+    problem, oaep = _key_transport(reader.definite(info.algorithm))
+    if problem is not None:
+        return problem
+    scheme = "rsa-pkcs1v15" if oaep is None else "rsa-oaep"
+    return Match(candidate.certificate, candidate.key, scheme, key, oaep=oaep)
+
+
+@cached_by_encoding
+def _key_transport(encoding: bytes) -> tuple[str | None, padding.OAEP | None]:
+    """(why sealrelay cannot use it or None, the OAEP padding for RSA-OAEP) of a key transport
+    AlgorithmIdentifier: the same few encodings recur in every message."""
+    algorithm = cms.KeyEncryptionAlgorithm.load(encoding)
     oid = algorithm["algorithm"].dotted
-    if kind == "kari":
-        return _unsupported_key_agreement(chosen, candidate)
-    if oid == RSAES_OAEP:
-        return _unsupported_oaep(algorithm["parameters"])
-    return None if oid == RSA_ENCRYPTION else f"key transport algorithm {oid}"
+    if oid == RSA_ENCRYPTION:
+        return None, None
+    if oid != RSAES_OAEP:
+        return f"key transport algorithm {oid}", None
+    params = algorithm["parameters"]
+    problem = _unsupported_oaep(params)
+    if problem is not None:
+        return problem, None
+    oaep = padding.OAEP(
+        mgf=padding.MGF1(
+            _OAEP_HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
+        ),
+        algorithm=_OAEP_HASHES[params["hash_algorithm"]["algorithm"].native](),
+        label=params["p_source_algorithm"]["parameters"].native or None,
+    )
+    return None, oaep
 
 
 def _unsupported_key_agreement(kari: Any, candidate: Candidate) -> str | None:
@@ -227,20 +330,10 @@ def _unsupported_oaep(params: Any) -> str | None:
 def _unwrap(match: Match) -> bytes:
     key = match.key
     if isinstance(key, rsa.RSAPrivateKey):
-        if match.scheme == "rsa-oaep":
-            params = match.info["key_encryption_algorithm"]["parameters"]
-            mgf_hash = _OAEP_HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]
-            label = params["p_source_algorithm"]["parameters"].native or None
-            oaep = padding.OAEP(
-                mgf=padding.MGF1(mgf_hash()),
-                algorithm=_OAEP_HASHES[params["hash_algorithm"]["algorithm"].native](),
-                label=label,
-            )
-            return key.decrypt(match.encrypted_key, oaep)
-        # With OpenSSL >= 3.2 (bundled with cryptography) this already applies implicit
+        # With OpenSSL >= 3.2 (bundled with cryptography) PKCS#1 v1.5 already applies implicit
         # rejection: a bad block decrypts to a deterministic pseudo-random message.
-        return key.decrypt(match.encrypted_key, padding.PKCS1v15())
-    kari = match.info
+        return key.decrypt(match.encrypted_key, match.oaep or padding.PKCS1v15())
+    kari = match.kari
     originator = kari["originator"].chosen
     peer = ec.EllipticCurvePublicKey.from_encoded_point(
         key.curve, bytes(originator["public_key"].native)

@@ -14,6 +14,7 @@ from sealrelay.core.bus import MessageBus
 from sealrelay.core.config import parse_config
 from sealrelay.core.envelope import Envelope
 from sealrelay.core.plugins import load_plugins
+from sealrelay.plugins import crypto_smime
 from tests.conftest import require_executable
 from tests.memory_store import MemoryStore, certificate_of, identity_of
 from tests.pki import TestIdentity, TestPKI, build_test_pki
@@ -265,3 +266,17 @@ def test_altered_signed_mail_is_invalid_and_not_harvested(bus, store, openssl, p
     )
     assert (result.signature.status, result.signature.reason) == ("invalid", "content-altered")
     assert store.harvested == []
+
+
+def test_message_certificates_are_made_once_and_only_small_ones_kept(pki, monkeypatch):
+    cert = pki.rsa2048.cert
+    first = crypto_smime._certificate(cert, ("aes256-gcm",))
+    assert first.der == cert.public_bytes(Encoding.DER)
+    assert (first.source, first.capabilities) == ("message", ("aes256-gcm",))
+    assert crypto_smime._certificate(cert, ("aes256-gcm",)) is first
+    assert crypto_smime._certificate(cert).capabilities == ()
+
+    crypto_smime._CERTIFICATES.clear()
+    monkeypatch.setattr(crypto_smime, "_MAX_CACHED_CERTIFICATE", len(first.der) - 1)
+    assert crypto_smime._certificate(cert) is not crypto_smime._certificate(cert)
+    assert not crypto_smime._CERTIFICATES

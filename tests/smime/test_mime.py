@@ -25,6 +25,7 @@ from sealrelay.smime.mime import (
     pkcs7_mime_entity,
     prepare_canonical_for_signing,
     prepare_for_signing,
+    signed_parts,
     smime_kind,
     split_entity,
     split_multipart,
@@ -338,3 +339,24 @@ def test_parsed_content_types_are_shared_read_only():
     assert first.params == {"boundary": "b1", "protocol": "application/pkcs7-signature"}
     with pytest.raises(TypeError):
         first.params["boundary"] = "other"  # type: ignore[index]
+
+
+def test_signed_parts_classifies_and_cuts_in_one_pass():
+    entity = b"Content-Type: text/plain\r\n\r\nsigned text\r\n"
+    signature = bytes(range(200))
+    built = multipart_signed(entity, signature, digest="sha256")
+    for copy in (built, built.replace(b"\r\n", b"\n")):  # bare LF: cut from the CRLF form
+        kind, parts = signed_parts(copy)
+        assert kind == "multipart-signed"
+        assert parts == parse_multipart_signed(copy)
+
+    opaque = pkcs7_mime_entity(signature, "signed-data")
+    assert signed_parts(opaque) == ("signed-data", parse_pkcs7_mime(opaque))
+    untyped = opaque.replace(b" smime-type=signed-data;", b"")
+    assert signed_parts(untyped) == ("", parse_pkcs7_mime(untyped))
+
+    # Classified but not signed: no parts, and nothing is decoded.
+    assert signed_parts(pkcs7_mime_entity(b"junk", "enveloped-data")) == ("enveloped-data", None)
+    assert signed_parts(b"Content-Type: text/plain\r\n\r\nx") == (None, None)
+    pgp = b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary=B\r\n'
+    assert signed_parts(pgp + b"\r\n--B--\r\n") == (None, None)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sealrelay.smime import algorithms
+from sealrelay.smime import verify as verify_module
 from sealrelay.smime.asn1 import names_equal
 from sealrelay.smime.errors import MalformedMessage
 from sealrelay.smime.mime import multipart_signed, parse_multipart_signed, pkcs7_mime_entity
@@ -577,3 +578,38 @@ def test_certificate_set_skips_attribute_certificates_and_rejects_unknown_kinds(
         return
     result = verify_signed_data(ber, BODY, trust_anchors=pki.trust_anchors(), expected_address=None)
     assert result.status == "valid"
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        b"\x17\x0d" + b"260101120000Z",
+        b"\x17\x0d" + b"491231235959Z",  # 2049
+        b"\x17\x0d" + b"500101000000Z",  # 1950
+        b"\x17\x0b" + b"2601011200Z",  # BER: no seconds
+        b"\x17\x11" + b"260101120000+0200",
+        b"\x18\x0f" + b"20260101120000Z",
+    ],
+)
+def test_signing_time_read_directly_or_by_asn1crypto_alike(encoding):
+    assert verify_module._time(encoding) == cms.Time.load(encoding).native
+
+
+@pytest.mark.parametrize(
+    "encoding", [b"\x17\x0d" + b"261301120000Z", b"\x17\x0d" + b"2601011200ZZZ", b"\x04\x00"]
+)
+def test_broken_signing_times_raise_value_error(encoding):
+    with pytest.raises(ValueError, match=r"month|Error parsing|did not match"):
+        verify_module._time(encoding)
+
+
+@pytest.mark.parametrize(
+    "encoding", [b"\x04\x20" + bytes(range(32)), b"\x04\x00", b"\x04\x81\x80" + bytes(128)]
+)
+def test_message_digest_read_directly_or_by_asn1crypto_alike(encoding):
+    assert verify_module._octets(encoding) == cms.OctetString.load(encoding).native
+
+
+def test_a_message_digest_that_is_no_octet_string_is_refused():
+    with pytest.raises(ValueError, match="tag should have been 4"):
+        verify_module._octets(b"\x05\x00")
