@@ -62,7 +62,8 @@ class MessageBus:
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> MessageBus:
-        """Call ``sealrelay_startup`` once; processing before that is an error."""
+        """Call ``sealrelay_startup`` once. Callers open the bus before processing with it:
+        plugins may open their databases and caches only then."""
         if not self._opened:
             try:
                 self._hook.sealrelay_startup(config=self.config)
