@@ -25,7 +25,7 @@ from sealrelay import (
 )
 from sealrelay.smime import mime
 from sealrelay.smime.decrypt import decrypt_content
-from sealrelay.smime.envelope import choose_cipher, encrypt_content_buffer
+from sealrelay.smime.envelope import Recipient, choose_cipher, encrypt_content_buffer
 from sealrelay.smime.errors import (
     DecryptionFailed,
     MalformedMessage,
@@ -69,13 +69,20 @@ def sealrelay_encrypt_message(
     if cipher == "auto":
         cipher = choose_cipher(cert.capabilities or None for cert in certificates)
     outer, entity = mime.detach_content(message)
-    der = encrypt_content_buffer(entity, [cert.x509 for cert in certificates], cipher=cipher)  # type: ignore[arg-type]
+    recipients = [_recipient(cert) for cert in certificates]
+    der = encrypt_content_buffer(entity, recipients, cipher=cipher)  # type: ignore[arg-type]
     # Each full-size buffer is dropped as soon as the next one exists: at the peak only the
     # base64 lines and the joined message (each 1.37 times the content) are alive.
     del entity
     pieces = mime.pkcs7_mime_pieces(der, _ENCRYPTED_TYPES[cipher.endswith("-gcm")])
     del der
     return Encryption(content=mime.attach_pieces(outer, pieces), cipher=cipher)
+
+
+def _recipient(cert: Certificate) -> Recipient:
+    # RSA-OAEP only to those who announced it: gpgsm 2.2 and older clients cannot decrypt it.
+    oaep = "rsaes-oaep" in cert.capabilities
+    return Recipient(cert.x509, rsa_padding="oaep" if oaep else None)
 
 
 @hookimpl(trylast=True)

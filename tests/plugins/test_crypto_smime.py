@@ -3,6 +3,7 @@ the correspondent on the other side, in both directions."""
 
 from __future__ import annotations
 
+import base64
 import quopri
 from pathlib import Path
 
@@ -280,3 +281,24 @@ def test_message_certificates_are_made_once_and_only_small_ones_kept(pki, monkey
     monkeypatch.setattr(crypto_smime, "_MAX_CACHED_CERTIFICATE", len(first.der) - 1)
     assert crypto_smime._certificate(cert) is not crypto_smime._certificate(cert)
     assert not crypto_smime._CERTIFICATES
+
+
+RSAES_OAEP_OID = bytes.fromhex("06092a864886f70d010107")  # 1.2.840.113549.1.1.7
+
+
+def enveloped_der(message: bytes) -> bytes:
+    return base64.b64decode(message.split(b"\r\n\r\n", 1)[1])
+
+
+def test_rsa_oaep_only_for_recipients_who_announced_it(bus, store, pki, openssl, tmp_path):
+    store.certificates[BOB] = [
+        certificate_of(pki.rsa3072, capabilities=("aes256-cbc", "rsaes-oaep"))
+    ]
+    [oaep] = send(bus, BOB).messages
+    assert RSAES_OAEP_OID in enveloped_der(oaep.content)
+    assert b"Meet at" in openssl_decrypt(openssl, tmp_path, oaep.content, pki.rsa3072)
+
+    store.certificates[BOB] = [certificate_of(pki.rsa3072, capabilities=("aes256-cbc",))]
+    [plain_rsa] = send(bus, BOB).messages
+    assert RSAES_OAEP_OID not in enveloped_der(plain_rsa.content)
+    assert b"Meet at" in openssl_decrypt(openssl, tmp_path, plain_rsa.content, pki.rsa3072)
