@@ -481,6 +481,9 @@ class _Handler:
             sender = "<>" if address in ("", "<>") else str(Address.parse(address))
         except AddressError as error:
             return f"553 5.1.7 Bad sender address: {error}"
+        if session.authenticated and not _same_mailbox(sender, session.auth_data):
+            # The relay signs with the sender's key: a logged-in subscriber sends as itself only.
+            return f"553 5.7.1 <{sender}>: you are logged in as {session.auth_data}; send as that"
         envelope.mail_from = sender
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -607,3 +610,10 @@ def _in_networks(
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _same_mailbox(sender: str, login_address: object) -> bool:
+    try:
+        return Address.parse(sender).lookup_key == Address.parse(str(login_address)).lookup_key
+    except AddressError:
+        return False

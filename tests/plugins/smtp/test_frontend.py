@@ -472,6 +472,19 @@ def test_auth_on_loopback_relays_for_the_subscriber(tmp_path):
             assert client.auth("LOGIN", client.auth_login)[0] == 235
 
 
+def test_logged_in_subscriber_sends_only_as_itself(tmp_path):
+    """The relay signs with the sender's key: alice, logged in, may not send as the CEO."""
+    config = config_for(tmp_path, smtp={"auth": True, "relay_networks": []})
+    with running(config, {"credentials": Credentials()}) as relay, relay.client() as client:
+        client.ehlo()
+        client.login("alice@example.org", "alicepw")
+        code, reply = client.mail("ceo@example.org")
+        assert code == 553
+        assert b"logged in as alice@example.org" in reply
+        client.rset()
+        assert client.mail("Alice@EXAMPLE.org")[0] == 250  # the same mailbox, any case
+
+
 def test_auth_without_a_credentials_plugin_is_a_config_error(tmp_path):
     relay = Relay(config_for(tmp_path, smtp={"auth": True}))
     with pytest.raises(ConfigError, match="no enabled plugin checks credentials"):
