@@ -126,17 +126,26 @@ def split_entity(message: bytes) -> tuple[bytes, bytes]:
     return b"".join(line + b"\r\n" for line in outer), entity_head + b"\r\n\r\n" + body
 
 
+#: What a CMS ContentInfo of each type starts with: the bus trusts an S/MIME label only on
+#: content that begins like CMS, so the toys wear these prefixes over their readable payloads.
+TOY_CMS = {
+    "signed-data": b"\x30\x80" + bytes.fromhex("06092a864886f70d010702"),
+    "enveloped-data": b"\x30\x80" + bytes.fromhex("06092a864886f70d010703"),
+}
+TOY_PREFIX_LENGTH = 13
+
+
 def pkcs7_mime(smime_type: str, payload: bytes) -> bytes:
     return (
         b"MIME-Version: 1.0\r\n"
         b"Content-Type: application/pkcs7-mime; smime-type=" + smime_type.encode() + b"; "
         b"name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(payload).replace(b"\n", b"\r\n")
+        + base64.encodebytes(TOY_CMS[smime_type] + payload).replace(b"\n", b"\r\n")
     )
 
 
 def pkcs7_payload(message: bytes) -> bytes:
-    return base64.b64decode(message.partition(b"\r\n\r\n")[2])
+    return base64.b64decode(message.partition(b"\r\n\r\n")[2])[TOY_PREFIX_LENGTH:]
 
 
 BOUNDARY = b"toy-boundary"
@@ -154,7 +163,11 @@ def toy_sign(message: bytes, certificate: Certificate, *, digest: str, mode: str
         b'micalg=sha-256; boundary="' + BOUNDARY + b'"\r\n\r\n'
         b"--" + BOUNDARY + b"\r\n" + entity + b"\r\n"
         b"--" + BOUNDARY + b"\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n"
-        b"\r\n" + signature + b"\r\n--" + BOUNDARY + b"--\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(TOY_CMS["signed-data"] + signature)
+        + b"\r\n--"
+        + BOUNDARY
+        + b"--\r\n"
     )
 
 
@@ -179,7 +192,8 @@ def signature_of(message: bytes) -> tuple[bytes, bytes]:
     """(signed entity, toy signature line) of a clear or opaque toy signature."""
     if b"multipart/signed" in message.partition(b"\r\n\r\n")[0]:
         parts = message.split(b"--" + BOUNDARY)
-        return parts[1][2:-2], parts[2].partition(b"\r\n\r\n")[2].strip()
+        signature = base64.b64decode(parts[2].partition(b"\r\n\r\n")[2].strip())
+        return parts[1][2:-2], signature[TOY_PREFIX_LENGTH:]
     signature, _, entity = pkcs7_payload(message).partition(b"\n")
     return entity, signature
 

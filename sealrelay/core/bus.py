@@ -197,7 +197,13 @@ class MessageBus:
         started = time.perf_counter()
         message = headers.remove_headers(message, headers.SECURITY_HEADER_PREFIX)
         layer = headers.classify(message)
+        if layer != headers.PLAIN and not headers.carries_cms(message, layer):
+            # A label is not a signature or an envelope: the policy applies as to plain mail.
+            layer = headers.PLAIN
         visible = headers.visible_recipients(message)
+        # A client may leave Bcc in (sendmail -t does): every copy would show who else got it.
+        message = headers.remove_headers(message, "Bcc:")
+        message = headers.remove_headers(message, "Resent-Bcc:")
         decisions = [self._decide(envelope, rcpt, layer, visible) for rcpt in envelope.recipients]
 
         rejected = [_failure(d, temporary=False) for d in decisions if d.action == "reject"]
@@ -389,7 +395,8 @@ class MessageBus:
         state = _InboundState()
         for _ in range(MAX_LAYERS):
             # The From the reader will see: an unwrapped layer's own From replaces the outer one.
-            sender = headers.from_address(message) or envelope.sender
+            # Never the envelope sender, which the reader does not see.
+            sender = headers.from_address(message) or ""
             layer = headers.classify(message)
             if layer == headers.ENVELOPED:
                 inner = self._decrypt(message, recipient, state)
@@ -401,8 +408,10 @@ class MessageBus:
                 break
             # A layer's headers come out with its content: markers forged inside it go too.
             message = headers.remove_headers(inner, headers.SECURITY_HEADER_PREFIX)
-            if layer == headers.SIGNED:
-                state.bind_sender(sender, headers.from_address(message) or envelope.sender)
+            state.bind_sender(headers.from_address(message) or "")
+        else:
+            if headers.classify(message) != headers.PLAIN:
+                state.record(SignatureVerdict(status="invalid", reason="too-many-layers"), "")
 
         result = InboundResult(
             decrypted=state.cipher is not None,
@@ -455,12 +464,12 @@ class MessageBus:
                 revocation_lists=crls,
             )
         except MessageError as error:
-            state.verdicts.append(SignatureVerdict(status="invalid", reason=error.reason))
+            state.record(SignatureVerdict(status="invalid", reason=error.reason), sender)
             return None
         if check is None:
-            state.verdicts.append(SignatureVerdict(status="invalid", reason="unsupported"))
+            state.record(SignatureVerdict(status="invalid", reason="unsupported"), sender)
             return None
-        state.verdicts.append(check.verdict)
+        state.record(check.verdict, sender)
         if (
             check.verdict.status == "valid"
             and check.signer_certificate
@@ -522,18 +531,25 @@ class _InboundState:
     cipher: str | None = None
     decryption_error: str | None = None
     verdicts: list[SignatureVerdict] = attrs.Factory(list)
+    #: For each verdict, the From address its signature was checked against.
+    checked_from: list[str] = attrs.Factory(list)
     harvested: list[str] = attrs.Factory(list)
 
-    def bind_sender(self, verified: str, shown: str) -> None:
-        """A signature vouches for the From it was checked against; when the unwrapped content
-        shows another From (a protected header), the signature does not vouch for it."""
-        if verified != shown and self.verdicts and self.verdicts[-1].status == "valid":
-            self.verdicts[-1] = attrs.evolve(
-                self.verdicts[-1],
-                status="invalid",
-                reason="address-mismatch",
-                address="address-mismatch",
-            )
+    def record(self, verdict: SignatureVerdict, checked_from: str) -> None:
+        """A layer's verdict, and the From address its signature was checked against."""
+        self.verdicts.append(verdict)
+        self.checked_from.append(checked_from)
+
+    def bind_sender(self, shown: str) -> None:
+        """A signature vouches for the From it was checked against; once an unwrapped layer
+        shows another From (a protected header), the signatures outside it vouch for nothing."""
+        for number, (verdict, checked) in enumerate(
+            zip(self.verdicts, self.checked_from, strict=True)
+        ):
+            if verdict.status == "valid" and checked != shown:
+                self.verdicts[number] = attrs.evolve(
+                    verdict, status="invalid", reason="address-mismatch", address="address-mismatch"
+                )
 
     def verdict(self) -> SignatureVerdict:
         """The outermost signature's verdict, unless an inner one failed: then that one."""
@@ -543,16 +559,18 @@ class _InboundState:
         return self.verdicts[0] if self.verdicts else SignatureVerdict.unsigned()
 
     def annotations(self) -> list[tuple[str, str]]:
+        # Reasons and signers come from plugins and certificates: quoted, never raw.
+        quote = headers.parameter_value
         if self.cipher is not None:
-            decryption = f"decrypted; cipher={self.cipher}"
+            decryption = f"decrypted; cipher={quote(self.cipher)}"
         elif self.decryption_error is not None:
-            decryption = f"failed; reason={self.decryption_error}"
+            decryption = f"failed; reason={quote(self.decryption_error)}"
         else:
             decryption = "none"
         verdict = self.verdict()
         signature = verdict.status
         if verdict.reason:
-            signature += f"; reason={verdict.reason}"
+            signature += f"; reason={quote(verdict.reason)}"
         if verdict.signer:
-            signature += f"; signer={verdict.signer}"
+            signature += f"; signer={quote(verdict.signer)}"
         return [(headers.SIGNATURE_HEADER, signature), (headers.DECRYPTION_HEADER, decryption)]

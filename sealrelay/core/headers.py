@@ -3,6 +3,9 @@ markers, and who the visible recipients are. The body is never parsed or re-seri
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
 import email.parser
 import email.policy
 import email.utils
@@ -66,6 +69,51 @@ def classify(message: bytes) -> str:
     return PLAIN
 
 
+#: DER of the ContentInfo content types (RFC 5652, RFC 5083) a real S/MIME layer starts with.
+_CMS_TYPES: Final = {
+    SIGNED: (bytes.fromhex("06092a864886f70d010702"),),
+    ENVELOPED: (
+        bytes.fromhex("06092a864886f70d010703"),
+        bytes.fromhex("060b2a864886f70d0109100117"),
+    ),
+}
+
+
+def _opens_as_cms(payload: bytes, layer: str) -> bool:
+    """Whether *payload* (base64, or binary) begins like a CMS ContentInfo of *layer*'s kind."""
+    compact = b"".join(payload[:512].split())
+    try:
+        head = base64.b64decode(compact[: len(compact) // 4 * 4][:64], validate=True)
+    except binascii.Error:
+        head = payload[:48]
+    return head[:1] == b"\x30" and any(oid in head[:24] for oid in _CMS_TYPES[layer])
+
+
+def carries_cms(message: bytes, layer: str) -> bool:
+    """Whether a message labelled *layer* (``signed`` or ``enveloped``) holds CMS of that
+    kind, not only the label. One Content-Type only: with two, readers differ on which counts.
+    """
+    _, body = split_message(message)
+    headers = parse_headers(message)
+    if len(headers.get_all("Content-Type", [])) != 1:
+        return False
+    if headers.get_content_type() != "multipart/signed":
+        return _opens_as_cms(body, layer)
+    parsed = email.message_from_bytes(message, policy=email.policy.compat32)
+    parts = parsed.get_payload()
+    if not isinstance(parts, list) or len(parts) != 2:
+        return False
+    signature = parts[1]
+    if not isinstance(signature, Message):
+        return False
+    payload = signature.get_payload()
+    return (
+        signature.get_content_type() in _SIGNATURE_PROTOCOLS
+        and isinstance(payload, str)
+        and _opens_as_cms(payload.encode("ascii", "replace"), SIGNED)
+    )
+
+
 def _header_lines(head: bytes) -> list[bytes]:
     """Header fields with their continuation lines joined, each keeping its line breaks."""
     fields: list[bytes] = []
@@ -86,10 +134,31 @@ def remove_headers(message: bytes, prefix: str) -> bytes:
 
 
 def add_headers(message: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
-    """*message* with header fields prepended, using the message's own line ending."""
+    """*message* with header fields prepended, using the message's own line ending.
+
+    Values must be single lines: text from a certificate or a plugin goes through
+    :func:`parameter_value` first.
+    """
     eol = b"\r\n" if b"\r\n" in message[:4096] else b"\n"
-    added = b"".join(f"{name}: {value}".encode() + eol for name, value in fields)
-    return added + message
+    lines = []
+    for name, value in fields:
+        if not (name + value).isprintable():
+            raise ValueError(f"header field {name!r} would carry a control character")
+        lines.append(f"{name}: {value}".encode() + eol)
+    return b"".join(lines) + message
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9@._+=-]+")
+
+
+def parameter_value(text: str) -> str:
+    """*text* as one parameter value of our result headers: a bare token when it is one, else
+    a quoted string; control characters (a certificate's CRLF, say) become ``?``, so that no
+    text from outside can end the header or start another."""
+    if _TOKEN.fullmatch(text):
+        return text
+    printable = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def visible_recipients(message: bytes) -> set[str]:
@@ -110,14 +179,16 @@ def visible_recipients(message: bytes) -> set[str]:
 
 
 def from_address(message: bytes) -> str | None:
-    """The normalised address in the From header, or None when there is no usable one."""
+    """The normalised address of the From header, or None unless there is exactly one From
+    field holding exactly one mailbox: with several, a reader might be shown any of them."""
     values = parse_headers(message).get_all("From", [])
-    for _, address in email.utils.getaddresses([str(value) for value in values]):
-        try:
-            return str(Address.parse(address))
-        except AddressError:
-            continue
-    return None
+    mailboxes = email.utils.getaddresses([str(value) for value in values])
+    if len(values) != 1 or len(mailboxes) != 1:
+        return None
+    try:
+        return str(Address.parse(mailboxes[0][1]))
+    except AddressError:
+        return None
 
 
 def _field_name(field: bytes) -> bytes:

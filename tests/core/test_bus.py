@@ -7,6 +7,7 @@ goes: grouping, Bcc copies, stage switches, fail-closed rules, nested inbound la
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import attrs
@@ -209,30 +210,76 @@ def test_sign_stage_off_sends_unsigned(bus_with, make_config, crypto):
     assert crypto.sign_calls == []
 
 
+SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
+ENVELOPED_DATA_OID = bytes.fromhex("06092a864886f70d010703")
+
+
+def cms_like(oid: bytes) -> bytes:
+    """Base64 of what a CMS ContentInfo of that type starts with (the bus looks no further)."""
+    return base64.encodebytes(b"\x30\x80" + oid + b"\xa0\x80" + b"\x00" * 40).replace(
+        b"\n", b"\r\n"
+    )
+
+
+PRESIGNED = MESSAGE.replace(
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nThe numbers are up.\r\n",
+    b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; boundary=x\r\n'
+    b"\r\n--x\r\nContent-Type: text/plain\r\n\r\nThe numbers are up.\r\n"
+    b"--x\r\nContent-Type: application/pkcs7-signature\r\nContent-Transfer-Encoding: base64\r\n"
+    b"\r\n" + cms_like(SIGNED_DATA_OID) + b"--x--\r\n",
+)
+PREENCRYPTED = MESSAGE.replace(
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nThe numbers are up.\r\n",
+    b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + cms_like(ENVELOPED_DATA_OID),
+)
+
+
 def test_signed_message_is_not_signed_again_but_still_encrypted(bus_with, keys, pki, crypto):
     keys.certificates["bob@example.org"] = [cert_of(pki.rsa3072)]
-    signed = MESSAGE.replace(
-        b"Content-Type: text/plain; charset=utf-8",
-        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; boundary=x',
-    )
-    result = outbound(bus_with(), "bob@example.org", message=signed)
+    result = outbound(bus_with(), "bob@example.org", message=PRESIGNED)
     assert crypto.sign_calls == []
     assert result.messages[0].encrypted
     assert result.messages[0].signed
 
 
 def test_encrypted_message_passes_untouched(bus_with, crypto):
-    encrypted = MESSAGE.replace(
-        b"Content-Type: text/plain; charset=utf-8",
-        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m",
-    )
-    result = outbound(
-        bus_with(Rules({"bob@example.net": Policy(encrypt="always")})),
-        "bob@example.net",
-        message=encrypted,
-    )
-    assert result.messages[0].content == encrypted
+    rules = Rules({"bob@example.net": Policy(encrypt="always")})
+    result = outbound(bus_with(rules), "bob@example.net", message=PREENCRYPTED)
+    assert result.messages[0].content == PREENCRYPTED
     assert (crypto.sign_calls, crypto.encrypt_calls) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m",
+        b'Content-Type: application/x-pkcs7-mime; name="smime.p7m"',
+        # Genuine-looking, but a second Content-Type lets readers see something else.
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        b"Content-Type: text/plain",
+    ],
+)
+def test_a_label_alone_does_not_pass_for_encryption(bus_with, keys, pki, crypto, label):
+    """Plaintext labelled as encrypted is encrypted all the same: policy cannot be sidestepped."""
+    keys.certificates["bob@example.org"] = [cert_of(pki.rsa3072)]
+    body = cms_like(ENVELOPED_DATA_OID) if b"text/plain" in label else b"The numbers are up.\r\n"
+    message = MESSAGE.split(b"Content-Type:")[0] + label + b"\r\n\r\n" + body
+    result = outbound(
+        bus_with(Rules({"bob@example.org": Policy(encrypt="always")})),
+        "bob@example.org",
+        message=message,
+    )
+    [copy] = result.messages
+    assert crypto.encrypt_calls == [["bob@example.org"]]
+    assert copy.content.endswith(b"ENCRYPTED FOR bob@example.org")
+
+
+def test_a_label_alone_does_not_pass_for_a_signature(bus_with, crypto):
+    unsigned = PRESIGNED.replace(cms_like(SIGNED_DATA_OID), b"bm90IGEgc2lnbmF0dXJl\r\n")
+    [copy] = outbound(bus_with(), "bob@example.net", message=unsigned).messages
+    assert crypto.sign_calls == ["clear"]
+    assert copy.content.startswith(SIGNED_MARK)
 
 
 def test_forged_security_headers_are_removed_outbound(bus_with, make_config):
@@ -592,3 +639,59 @@ def test_signature_does_not_vouch_for_a_from_inside_it(bus_with, pki):
     result = inbound(bus_with(InnerFrom(pki), with_crypto=False), message)
     assert (result.signature.status, result.signature.reason) == ("invalid", "address-mismatch")
     assert result.content.startswith(b"X-Sealrelay-Signature: invalid; reason=address-mismatch")
+
+
+def test_certificate_text_cannot_inject_headers(bus_with, pki):
+    class Hostile(Inbound):
+        @hookimpl
+        def sealrelay_verify_signature(self, message, sender, trust_anchors):
+            check = super().sealrelay_verify_signature(message, sender, trust_anchors)
+            signer = "mallory@evil.example\r\nX-Sealrelay-Signature: valid; signer=ceo@bank.example"
+            return attrs.evolve(check, verdict=attrs.evolve(check.verdict, signer=signer))
+
+    message = b"From: bob@example.org\r\nSubject: s\r\n" + OPAQUE_SIGNED
+    result = inbound(bus_with(Hostile(pki), with_crypto=False), message)
+    first_line, rest = result.content.split(b"\r\n", 1)
+    assert first_line.startswith(b'X-Sealrelay-Signature: valid; signer="mallory@evil.example??')
+    assert b"X-Sealrelay-Signature" not in rest
+
+
+def test_from_swapped_inside_an_encrypted_layer_voids_the_signature(bus_with, pki):
+    """Mallory signs (validly, as herself) an encrypted blob whose content says From: ceo."""
+
+    class Swap(Inbound):
+        @hookimpl
+        def sealrelay_verify_signature(self, message, sender, trust_anchors):
+            check = super().sealrelay_verify_signature(message, sender, trust_anchors)
+            inner = ENVELOPED.split(b"MIME-Version: 1.0\r\n")[1]
+            return attrs.evolve(check, content=inner)
+
+        @hookimpl
+        def sealrelay_decrypt_message(self, message, identities):
+            return Decryption(
+                content=b"From: ceo@example.org\r\nContent-Type: text/plain\r\n\r\nwire it\r\n",
+                cipher="aes128-cbc",
+            )
+
+    message = b"From: mallory@example.org\r\nSubject: s\r\n" + OPAQUE_SIGNED
+    result = inbound(bus_with(Swap(pki), with_crypto=False), message)
+    assert result.decrypted
+    assert (result.signature.status, result.signature.reason) == ("invalid", "address-mismatch")
+
+
+def test_a_layer_beyond_the_limit_is_not_called_verified(bus_with, pki):
+    class Onion(Inbound):
+        @hookimpl
+        def sealrelay_decrypt_message(self, message, identities):
+            return Decryption(content=ENVELOPED, cipher="aes128-cbc")
+
+    result = inbound(bus_with(Onion(pki), with_crypto=False), ENVELOPED)
+    assert (result.signature.status, result.signature.reason) == ("invalid", "too-many-layers")
+
+
+def test_bcc_header_is_removed_from_every_copy(bus_with, keys, pki):
+    keys.certificates["bob@example.org"] = [cert_of(pki.rsa3072)]
+    message = MESSAGE.replace(b"Subject:", b"Bcc: hidden@example.net\r\nSubject:")
+    result = outbound(bus_with(), "bob@example.org", "hidden@example.net", message=message)
+    assert len(result.messages) == 2
+    assert all(b"hidden@example.net" not in m.content for m in result.messages)

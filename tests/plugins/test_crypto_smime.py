@@ -302,3 +302,27 @@ def test_rsa_oaep_only_for_recipients_who_announced_it(bus, store, pki, openssl,
     [plain_rsa] = send(bus, BOB).messages
     assert RSAES_OAEP_OID not in enveloped_der(plain_rsa.content)
     assert b"Meet at" in openssl_decrypt(openssl, tmp_path, plain_rsa.content, pki.rsa3072)
+
+
+@pytest.mark.parametrize(
+    "outer",
+    [
+        b"",  # no From at all: the envelope sender (unseen by the reader) does not count
+        b"From: =?utf-8?q?bob=40example=2Eorg?=\r\n",  # not an address a reader sees as bob
+        b"From: bob@example.org, ceo@example.org\r\n",  # two mailboxes
+        b"From: bob@example.org\r\nFrom: ceo@example.org\r\n",  # two From fields
+    ],
+)
+def test_signature_is_bound_to_one_visible_from(bus, openssl, pki, tmp_path, outer):
+    bob_cert, bob_key = pem_files(tmp_path, pki.rsa3072)
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"Content-Type: text/plain\r\n\r\nwire the money\r\n")
+    signed = run(
+        [openssl, "cms", "-sign", "-in", text, "-signer", bob_cert, "-inkey", bob_key, "-crlfeol"]
+    )
+    result = bus.process_inbound(
+        Envelope(sender=BOB, recipients=(ALICE,), direction="inbound"), outer + signed, ALICE
+    )
+    assert result.signature.status == "invalid"
+    assert result.signature.crypto == "ok"
+    assert result.signature.address != "ok"
