@@ -453,6 +453,11 @@ class MessageBus:
     def _verify(self, message: bytes, sender: str, state: _InboundState) -> bytes | None:
         if not self.config.stages.verify:
             return None
+        if len(headers.parse_headers(message).get_all("Content-Type", [])) != 1:
+            # Readers differ on which Content-Type counts: one may show parts the signature
+            # does not cover under our verdict.
+            state.record(SignatureVerdict(status="invalid", reason="malformed"), sender)
+            return None
         try:
             anchors = [c for answer in self._call("sealrelay_trust_anchors") for c in answer]
             crls = [c for answer in self._call("sealrelay_revocation_lists") for c in answer]

@@ -326,3 +326,26 @@ def test_signature_is_bound_to_one_visible_from(bus, openssl, pki, tmp_path, out
     assert result.signature.status == "invalid"
     assert result.signature.crypto == "ok"
     assert result.signature.address != "ok"
+
+
+def test_signed_mail_with_two_content_types_is_not_called_valid(bus, openssl, pki, tmp_path):
+    """A second Content-Type could make a reader show unsigned parts under our verdict."""
+    bob_cert, bob_key = pem_files(tmp_path, pki.rsa3072)
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"Content-Type: text/plain\r\n\r\nsigned words\r\n")
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pki.intermediate.public_bytes(Encoding.PEM))
+    signed = run(
+        [openssl, "cms", "-sign", "-in", text, "-signer", bob_cert, "-inkey", bob_key,
+         "-certfile", chain, "-crlfeol"]
+    )  # fmt: skip
+    envelope = Envelope(sender=BOB, recipients=(ALICE,), direction="inbound")
+    genuine = b"From: bob@example.org\r\n" + signed
+    first = bus.process_inbound(envelope, genuine, ALICE).signature
+    assert first.status == "valid", first
+    # A second Content-Type after the real one: readers that take the last one see "mixed".
+    ambiguous = genuine.replace(
+        b"\r\n\r\n", b"\r\nContent-Type: multipart/mixed; boundary=other\r\n\r\n", 1
+    )
+    result = bus.process_inbound(envelope, ambiguous, ALICE)
+    assert (result.signature.status, result.signature.reason) == ("invalid", "malformed")
