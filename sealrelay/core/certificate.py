@@ -22,6 +22,21 @@ log = logging.getLogger(__name__)
 SOURCES = ("imported", "harvested", "issued", "message")
 
 
+def certificate_addresses(cert: x509.Certificate) -> list[str]:
+    """The e-mail addresses a certificate names, as written: SAN rfc822Name first, then the
+    subject's emailAddress. A SAN that does not decode names none."""
+    addresses: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        addresses.extend(san.value.get_values_for_type(x509.RFC822Name))
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    for attribute in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
+        if isinstance(attribute.value, str):
+            addresses.append(attribute.value)
+    return addresses
+
+
 @attrs.frozen(kw_only=True)
 class Certificate:
     """One X.509 certificate, with what a store knows about it.
@@ -49,19 +64,9 @@ class Certificate:
 
     @functools.cached_property
     def addresses(self) -> tuple[str, ...]:
-        """Normalised addresses from SAN rfc822Name and the subject's emailAddress."""
-        found: list[str] = []
-        try:
-            san = self.x509.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            found.extend(san.value.get_values_for_type(x509.RFC822Name))
-        except x509.ExtensionNotFound:
-            pass
-        found.extend(
-            str(attribute.value)
-            for attribute in self.x509.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
-        )
+        """Normalised addresses (lookup keys) from SAN rfc822Name and the subject's emailAddress."""
         addresses: list[str] = []
-        for text in found:
+        for text in certificate_addresses(self.x509):
             try:
                 key = Address.parse(text).lookup_key
             except AddressError:

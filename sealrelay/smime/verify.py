@@ -26,8 +26,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import NameOID
 
+from sealrelay.core.certificate import certificate_addresses
 from sealrelay.smime.algorithms import VERIFY_DIGESTS, WEAK_DIGESTS, decode_capabilities
 from sealrelay.smime.asn1 import cached_by_encoding, names_equal, oid_dotted
 from sealrelay.smime.ber import (
@@ -510,20 +510,6 @@ def _same_name(issuer: bytes, sid_issuer: bytes | None) -> bool:
         return sid_issuer is not None and names_equal(issuer, sid_issuer)
     except (ValueError, TypeError):
         return False
-
-
-def certificate_addresses(cert: x509.Certificate) -> list[str]:
-    """The e-mail addresses of a certificate: SAN rfc822Name first, then subject emailAddress."""
-    addresses: list[str] = []
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        addresses.extend(san.value.get_values_for_type(x509.RFC822Name))
-    except (x509.ExtensionNotFound, ValueError):
-        pass
-    for attribute in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
-        if isinstance(attribute.value, str):
-            addresses.append(attribute.value)
-    return addresses
 
 
 def _normalise(address: str) -> str:
