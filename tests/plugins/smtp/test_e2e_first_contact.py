@@ -188,15 +188,7 @@ def world(mail_stack, tmp_path) -> Iterator[World]:
     assert alice.address == ALICE
     carol, carol_root = correspondent(CAROL)
     carol_cert, carol_key = carol.write_pem_files(tmp_path)
-    relay = Server(
-        tmp_path,
-        smtp={
-            "listen": f"127.0.0.1:{mail_stack['FILTER_PORT']}",
-            "next_hop": f"smtp://127.0.0.1:{mail_stack['REINJECT_PORT']}",
-            "workers": 2,
-        },
-        policy={"default": {"sign": "clear", "encrypt": "if-possible"}},
-    )
+    relay = Server.content_filter(tmp_path, mail_stack, sign="clear")
     world = World(
         relay=relay,
         directory=tmp_path,

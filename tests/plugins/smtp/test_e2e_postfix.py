@@ -53,15 +53,7 @@ def import_signing_key(relay: Server, directory: Path, address: str) -> None:
 
 
 def test_postfix_sealrelay_dovecot(mail_stack, tmp_path):
-    relay = Server(
-        tmp_path,
-        smtp={
-            "listen": f"127.0.0.1:{mail_stack['FILTER_PORT']}",
-            "next_hop": f"smtp://127.0.0.1:{mail_stack['REINJECT_PORT']}",
-            "workers": 2,
-        },
-        policy={"default": {"sign": "clear" if SIGN else "none", "encrypt": "if-possible"}},
-    )
+    relay = Server.content_filter(tmp_path, mail_stack, sign="clear" if SIGN else "none")
     if SIGN:
         import_signing_key(relay, tmp_path, "alice@example.org")
     relay.start()

@@ -47,6 +47,20 @@ class Server:
         self.stderr = self.stdout = b""
         self.run("init")
 
+    @classmethod
+    def content_filter(cls, directory: Path, stack: dict[str, int], *, sign: str) -> Server:
+        """sealrelay as the after-queue content filter of the stack's Postfix (scripts/services):
+        mail in from Postfix on FILTER_PORT, back to Postfix on REINJECT_PORT."""
+        return cls(
+            directory,
+            smtp={
+                "listen": f"127.0.0.1:{stack['FILTER_PORT']}",
+                "next_hop": f"smtp://127.0.0.1:{stack['REINJECT_PORT']}",
+                "workers": 2,
+            },
+            policy={"default": {"sign": sign, "encrypt": "if-possible"}},
+        )
+
     def run(self, *arguments: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [sys.executable, "-m", "sealrelay", "-c", str(self.config_path), *arguments],
