@@ -195,15 +195,16 @@ class MessageBus:
     def process_outbound(self, envelope: Envelope, message: bytes) -> OutboundResult:
         """Protect a message a subscriber sends; one outgoing copy per group of recipients."""
         started = time.perf_counter()
-        message = headers.remove_headers(message, headers.SECURITY_HEADER_PREFIX)
+        # Our markers are never taken from outside; Bcc stays off every copy, since a client may
+        # leave it in (sendmail -t does) and every copy would show who else got the message.
+        message = headers.remove_headers(
+            message, headers.SECURITY_HEADER_PREFIX, "Bcc", "Resent-Bcc"
+        )
         layer = headers.classify(message)
         if layer != headers.PLAIN and not headers.carries_cms(message, layer):
             # A label is not a signature or an envelope: the policy applies as to plain mail.
             layer = headers.PLAIN
         visible = headers.visible_recipients(message)
-        # A client may leave Bcc in (sendmail -t does): every copy would show who else got it.
-        message = headers.remove_headers(message, "Bcc:")
-        message = headers.remove_headers(message, "Resent-Bcc:")
         decisions = [self._decide(envelope, rcpt, layer, visible) for rcpt in envelope.recipients]
 
         rejected = [_failure(d, temporary=False) for d in decisions if d.action == "reject"]

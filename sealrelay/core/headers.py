@@ -125,11 +125,18 @@ def _header_lines(head: bytes) -> list[bytes]:
     return fields
 
 
-def remove_headers(message: bytes, prefix: str) -> bytes:
-    """*message* without the header fields whose names start with *prefix* (any case)."""
+def remove_headers(message: bytes, *names: str) -> bytes:
+    """*message* without the header fields named (any case); a name ending in ``-`` removes
+    every field whose name starts with it (``X-Sealrelay-``). The body is not touched."""
+    exact = {name.lower().encode("ascii") for name in names if not name.endswith("-")}
+    prefixes = tuple(name.lower().encode("ascii") for name in names if name.endswith("-"))
+
+    def unwanted(field: bytes) -> bool:
+        name = _field_name(field)
+        return name in exact or (bool(prefixes) and name.startswith(prefixes))
+
     head, body = split_message(message)
-    wanted = prefix.lower().encode("ascii")
-    kept = [field for field in _header_lines(head) if not field.lower().startswith(wanted)]
+    kept = [field for field in _header_lines(head) if not unwanted(field)]
     return b"".join(kept) + message[len(head) : len(message) - len(body)] + body
 
 

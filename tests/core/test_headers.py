@@ -74,3 +74,13 @@ def test_merge_entity_keeps_envelope_headers_and_takes_content_headers_from_insi
 def test_split_message_without_body():
     assert headers.split_message(b"Subject: x\r\n") == (b"Subject: x\r\n", b"")
     assert headers.split_message(b"A: 1\r\n\r\nbody") == (b"A: 1\r\n", b"body")
+
+
+def test_names_and_prefixes_are_matched_on_the_field_name():
+    message = (
+        b"X-Sealrelay-Signature : valid\r\nBCC: hidden@example.net\r\n"
+        b"Bcc-Note: kept\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n"
+    )
+    assert headers.remove_headers(message, "X-Sealrelay-", "Bcc") == (
+        b"Bcc-Note: kept\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n"
+    )
