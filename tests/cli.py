@@ -38,8 +38,12 @@ class Operator:
         shutil.copy(REPO / "config.toml", directory / "config.toml")
         return cls(directory)
 
-    def run(self, *arguments: str, stdin: bytes | None = None) -> Run:
+    def run(
+        self, *arguments: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+    ) -> Run:
+        # The operator's own SEALRELAY_* settings only, never the test runner's.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SEALRELAY_")}
+        environment.update(env or {})
         if self.pythonpath:
             environment["PYTHONPATH"] = os.pathsep.join(self.pythonpath)
         completed = subprocess.run(

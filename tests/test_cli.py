@@ -36,10 +36,17 @@ def test_init_creates_data_directory_and_a_private_master_key(operator):
     assert key.read_bytes() == first
 
 
-def test_master_key_from_environment_is_not_written(operator, monkeypatch):
-    monkeypatch.setenv("SEALRELAY_MASTER_KEY", "A" * 43 + "=")
-    run = operator.run("init")
-    assert run.status == 0
+def test_master_key_from_environment_is_not_written(operator):
+    run = operator.run("init", "--json", env={"SEALRELAY_MASTER_KEY": "A" * 43 + "="})
+    assert run.status == 0, run.stderr
+    assert "master key: taken from SEALRELAY_MASTER_KEY" in run.json()["steps"]
+    assert not (operator.directory / "var" / "master.key").exists()
+
+
+def test_malformed_master_key_in_the_environment_is_a_clear_error(operator):
+    run = operator.run("init", env={"SEALRELAY_MASTER_KEY": "not base64!"})
+    assert run.status == 2
+    assert "SEALRELAY_MASTER_KEY is not base64" in one_line_error(run)
 
 
 def test_plugins_json_lists_builtins_and_their_hooks(operator):
