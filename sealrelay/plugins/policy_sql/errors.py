@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from sealrelay.exceptions import SealrelayError
+from sealrelay.storage.errors import StorageError
 
 
-class StoreError(SealrelayError):
+class StoreError(StorageError):
     """The policy store cannot do what was asked (bad URL, unreachable database, bad data)."""
-
-
-class SchemaError(StoreError):
-    """The database schema is newer than this sealrelay, or cannot be upgraded."""
 
 
 class PatternError(StoreError):

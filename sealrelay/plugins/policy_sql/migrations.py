@@ -1,31 +1,13 @@
-"""The versioned schema: each version is a list of SQL statements applied in order.
+"""The policy store's versioned schema (``sealrelay.storage.schema`` applies it).
 
-``migrate`` brings any database up to ``SCHEMA_VERSION`` in one transaction: an empty one is
-created, an older one is upgraded in place and keeps its data, a newer one is refused. It
-runs from ``sealrelay init`` and at start-up; nodes starting together serialise on a lock.
-Statements are written once for both databases, with the few type names that differ
-filled in per dialect. Never edit a released version: add the next one.
+Never edit a released version: add the next one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Final
 
-import peewee
-
-from sealrelay.plugins.policy_sql.database import execute, is_postgres
-from sealrelay.plugins.policy_sql.errors import SchemaError
-
-
-SCHEMA_VERSION: Final = 2
-#: Key of the schema version in sr_meta.
-VERSION_KEY: Final = "schema_version"
-#: pg_advisory_xact_lock key: "sealrel" in ASCII, so other applications' locks do not clash.
-_PG_LOCK: Final = 0x7365616C72656C
-
-_SQLITE_TYPES: Final = {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"}
-_POSTGRES_TYPES: Final = {"pk": "SERIAL PRIMARY KEY", "blob": "BYTEA"}
+from sealrelay.storage.schema import Schema
 
 
 def _version_1() -> list[str]:
@@ -86,58 +68,10 @@ def _version_2() -> list[str]:
     ]
 
 
-MIGRATIONS: Final[Mapping[int, Callable[[], list[str]]]] = {1: _version_1, 2: _version_2}
-
-
-def _has_schema(db: peewee.Database) -> bool:
-    if is_postgres(db):
-        # to_regclass follows search_path, so a schema other than "public" works too.
-        row = execute(db, "SELECT to_regclass('sr_meta') IS NOT NULL").fetchone()
-    else:
-        row = execute(
-            db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sr_meta'"
-        ).fetchone()
-    return bool(row[0])
-
-
-def schema_version(db: peewee.Database) -> int:
-    """The version of the schema in *db*; 0 when it has none yet."""
-    if not _has_schema(db):
-        return 0
-    # db.param is the driver's placeholder ("?" or "%s"); the values are bound, not formatted.
-    select = f"SELECT value FROM sr_meta WHERE key = {db.param}"  # noqa: S608
-    row = execute(db, select, (VERSION_KEY,)).fetchone()
-    if row is None:
-        raise SchemaError(
-            "the policy database has sealrelay tables but no schema version: it was not made "
-            "by sealrelay; point [storage] url at another database"
-        )
-    return int(row[0])
-
-
-def migrate(db: peewee.Database) -> list[str]:
-    """Create or upgrade the schema to ``SCHEMA_VERSION``; lines saying what was done."""
-    types = _POSTGRES_TYPES if is_postgres(db) else _SQLITE_TYPES
-    with db.atomic():
-        if is_postgres(db):
-            execute(db, "SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
-        found = schema_version(db)
-        if found > SCHEMA_VERSION:
-            raise SchemaError(
-                f"the policy database has schema version {found}, newer than this sealrelay "
-                f"knows ({SCHEMA_VERSION}): upgrade sealrelay on this node"
-            )
-        if found == SCHEMA_VERSION:
-            return []
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version]():
-                execute(db, statement.format(**types))
-        if found == 0:
-            insert = f"INSERT INTO sr_meta (key, value) VALUES ({db.param}, {db.param})"  # noqa: S608
-            execute(db, insert, (VERSION_KEY, str(SCHEMA_VERSION)))
-        else:
-            update = f"UPDATE sr_meta SET value = {db.param} WHERE key = {db.param}"  # noqa: S608
-            execute(db, update, (str(SCHEMA_VERSION), VERSION_KEY))
-    if found == 0:
-        return [f"policy store: created schema version {SCHEMA_VERSION}"]
-    return [f"policy store: upgraded schema from version {found} to {SCHEMA_VERSION}"]
+SCHEMA: Final = Schema(
+    title="policy store",
+    meta_table="sr_meta",
+    versions={1: _version_1, 2: _version_2},
+)
+#: The newest version of the policy store's schema.
+SCHEMA_VERSION: Final = SCHEMA.newest

@@ -40,9 +40,8 @@ from sealrelay.plugins.policy_sql.certificates import (
     naive_utc,
     name_hash,
 )
-from sealrelay.plugins.policy_sql.database import connection, open_database
 from sealrelay.plugins.policy_sql.errors import StoreError
-from sealrelay.plugins.policy_sql.migrations import migrate
+from sealrelay.plugins.policy_sql.migrations import SCHEMA
 from sealrelay.plugins.policy_sql.patterns import (
     POLICY_FIELDS,
     Party,
@@ -52,6 +51,8 @@ from sealrelay.plugins.policy_sql.patterns import (
     normalise_group,
     rule_settings,
 )
+from sealrelay.storage.database import connection, open_database
+from sealrelay.storage.schema import migrate
 
 
 #: Longest chain of CA certificates followed from a certificate to a trust anchor.
@@ -126,7 +127,7 @@ class PolicyStore:
     def prepare(self) -> list[str]:
         """Create or upgrade the schema; check the master key against the stored keys."""
         with connection(self.db):
-            lines = migrate(self.db)
+            lines = migrate(self.db, SCHEMA)
             self._schema_ready = True
             stored = models.Meta.get_or_none(models.Meta.key == _MASTER_KEY_ID)
             if stored is not None:
@@ -145,7 +146,7 @@ class PolicyStore:
             if not self._schema_ready:
                 with self._lock:
                     if not self._schema_ready:
-                        migrate(self.db)
+                        migrate(self.db, SCHEMA)
                         self._schema_ready = True
             yield
 

@@ -11,7 +11,7 @@ from sealrelay.core.bus import MessageBus
 from sealrelay.core.commands import CommandContext, CommandRegistry
 from sealrelay.core.envelope import Envelope
 from sealrelay.plugins.policy_sql import models
-from sealrelay.plugins.policy_sql.migrations import MIGRATIONS, SCHEMA_VERSION
+from sealrelay.plugins.policy_sql.migrations import SCHEMA, SCHEMA_VERSION
 
 
 def run_init(admin):
@@ -56,7 +56,7 @@ def create_version_1(db, postgres: bool) -> None:
             "blob": "BLOB",
         }
     )
-    for statement in MIGRATIONS[1]():
+    for statement in SCHEMA.versions[1]():
         db.execute_sql(statement.format(**types))
     now = dt.datetime(2026, 1, 2, 3, 4, 5)
 

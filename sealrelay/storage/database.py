@@ -18,7 +18,7 @@ from playhouse.pool import (  # type: ignore[import-untyped]  # peewee ships no 
     PooledSqliteDatabase,
 )
 
-from sealrelay.plugins.policy_sql.errors import StoreError
+from sealrelay.storage.errors import StorageError
 
 
 SQLITE_PREFIX: Final = "sqlite:///"
@@ -39,7 +39,7 @@ _SQLITE_PRAGMAS: Final = {
 
 
 def open_database(url: str) -> peewee.Database:
-    """A (not yet connected) database for *url*; StoreError for an unsupported URL."""
+    """A (not yet connected) database for *url*; StorageError for an unsupported URL."""
     if url.startswith(SQLITE_PREFIX):
         sqlite = PooledSqliteDatabase(
             url[len(SQLITE_PREFIX) :],
@@ -63,8 +63,8 @@ def open_database(url: str) -> peewee.Database:
             stale_timeout=STALE_SECONDS,
         )
         return cast(peewee.Database, postgres)
-    raise StoreError(
-        f"storage URL {url!r} is not supported by policy_sql: use sqlite:///PATH or "
+    raise StorageError(
+        f"storage URL {url!r} is not supported: use sqlite:///PATH or "
         "postgresql://USER@HOST:PORT/DB in [storage] url or SEALRELAY_STORAGE_URL"
     )
 
@@ -89,8 +89,8 @@ def connection(db: peewee.Database) -> Iterator[None]:
         context = db.connection_context()
         context.__enter__()
     except peewee.OperationalError as error:
-        raise StoreError(
-            f"cannot connect to the policy database: {str(error).strip()}; check [storage] url "
+        raise StorageError(
+            f"cannot connect to the database: {str(error).strip()}; check [storage] url "
             "and that the database server is running"
         ) from error
     try:
