@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sealrelay.core.address import Address, AddressError
 from sealrelay.core.bus import MessageBus
-from sealrelay.core.certificate import Certificate, Identity
+from sealrelay.core.certificate import Certificate, Identity, IssuedCertificate
 from sealrelay.core.commands import (
     AdminCommand,
     CommandContext,
@@ -30,6 +30,7 @@ from sealrelay.core.results import (
     SignatureCheck,
     SignatureVerdict,
 )
+from sealrelay.core.service import BackgroundService
 from sealrelay.core.subscriber import Subscriber
 from sealrelay.exceptions import (
     CommandError,
@@ -37,6 +38,7 @@ from sealrelay.exceptions import (
     DeferMessage,
     MessageError,
     PluginError,
+    ProvisioningError,
     RejectMessage,
     SealrelayError,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "Address",
     "AddressError",
     "AdminCommand",
+    "BackgroundService",
     "Certificate",
     "CommandContext",
     "CommandError",
@@ -61,6 +64,7 @@ __all__ = [
     "Frontend",
     "Identity",
     "InboundResult",
+    "IssuedCertificate",
     "MessageBus",
     "MessageError",
     "OutboundResult",
@@ -69,6 +73,7 @@ __all__ = [
     "PluginError",
     "Policy",
     "ProcessingReport",
+    "ProvisioningError",
     "RecipientFailure",
     "RejectMessage",
     "SealrelayError",

@@ -19,6 +19,10 @@ class CommandError(SealrelayError):
     """An administrative command was called with bad parameters or failed."""
 
 
+class ProvisioningError(SealrelayError):
+    """A subscriber could not be given a key and certificate (no key pair, no CA, no store)."""
+
+
 class MessageError(SealrelayError):
     """Processing one message failed; the message is deferred or rejected, never passed on."""
 

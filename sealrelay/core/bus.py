@@ -40,7 +40,13 @@ from sealrelay.core.results import (
     SignatureCheck,
     SignatureVerdict,
 )
-from sealrelay.exceptions import DeferMessage, MessageError, PluginError
+from sealrelay.exceptions import (
+    DeferMessage,
+    MessageError,
+    PluginError,
+    ProvisioningError,
+    SealrelayError,
+)
 
 
 log = logging.getLogger(__name__)
@@ -315,16 +321,87 @@ class MessageBus:
 
     def _signing_identity(self, sender: str) -> Identity:
         identity: Identity | None = self._call("sealrelay_signing_identity", address=sender)
-        if identity is None and self.config.stages.provision:
+        if identity is None and self.config.keypool.provision_on_send:
             subscriber = self._call("sealrelay_lookup_subscriber", address=sender)
             if subscriber is not None and subscriber.enabled:
-                identity = self._call("sealrelay_provision_identity", address=sender)
+                try:
+                    identity = self.provision(sender)
+                except ProvisioningError as error:
+                    raise DeferMessage(
+                        f"no signing key is known for {sender} and provisioning one failed: {error}"
+                    ) from error
         if identity is None:
             raise DeferMessage(
                 f"policy requires signing and no signing key is known for {sender}; import one "
-                "with `sealrelay identity import` or register the sender with a provisioned key"
+                "with `sealrelay identity import`, or give the sender a new one with "
+                f"`sealrelay identity provision {sender}` (or `subscriber add --provision`; "
+                "[keypool] provision_on_send does it when the subscriber sends)"
             )
         return identity
+
+    # -- provisioning ---------------------------------------------------------------------
+
+    def provision(self, address: str) -> Identity:
+        """Give *address* a new key pair and certificate, and have the stores keep them:
+        ``sealrelay_new_key_pair`` -> ``sealrelay_issue_certificate`` ->
+        ``sealrelay_store_identity``. ProvisioningError says which step nobody performed."""
+        if not self.config.stages.provision:
+            raise ProvisioningError(
+                f"cannot give {address} a key: the provision stage is off in [stages]"
+            )
+        key_type = self.config.keypool.key_type
+        key = self._provisioning_call("sealrelay_new_key_pair", key_type=key_type)
+        if key is None:
+            raise ProvisioningError(
+                f"no plugin hands out {key_type} key pairs (sealrelay_new_key_pair); enable "
+                "the keypool plugin"
+            )
+        issued = self._provisioning_call(
+            "sealrelay_issue_certificate", address=address, public_key=key.public_key()
+        )
+        if issued is None:
+            raise ProvisioningError(
+                f"no certificate authority issued a certificate for {address} "
+                "(sealrelay_issue_certificate); run `sealrelay init` to create the built-in CA "
+                "or enable the ca_builtin plugin"
+            )
+        identity = Identity(
+            address=address, certificate=issued.certificate, chain=issued.chain, private_key=key
+        )
+        stored = self._provisioning_call(
+            "sealrelay_store_identity", identity=identity, authority=issued.authority
+        )
+        if not any(stored):
+            raise ProvisioningError(
+                f"no store kept the new identity of {address} (sealrelay_store_identity): enable "
+                f"policy_sql; the certificate {issued.certificate.fingerprint} was issued but is "
+                "unused"
+            )
+        log.info(
+            "provisioned %s with a %s key, certificate %s",
+            address,
+            key_type,
+            issued.certificate.fingerprint,
+        )
+        return identity
+
+    def publish_revocation_list(self, crl: bytes) -> list[str]:
+        """Hand a CRL the relay's CA issued to every store; their fingerprints of it."""
+        answers = self._provisioning_call("sealrelay_store_revocation_list", crl=crl)
+        return [answer for answer in answers if answer]
+
+    def _provisioning_call(self, hook_name: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._hook, hook_name)(**kwargs)
+        except SealrelayError as error:
+            plugin = blame(self.plugins.pm, hook_name, error)
+            raise ProvisioningError(f"plugin {plugin or '?'}: {error}") from error
+        except Exception as error:
+            plugin = blame(self.plugins.pm, hook_name, error)
+            log.exception("plugin %s failed in %s", plugin or "?", hook_name)
+            raise ProvisioningError(
+                f"plugin {plugin or '?'} failed in {hook_name}: {type(error).__name__}: {error}"
+            ) from error
 
     def _protect(
         self,

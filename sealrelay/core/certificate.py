@@ -153,3 +153,15 @@ class Identity:
     #: Intermediate CA certificates, leaf first order, not including the trust anchor.
     chain: tuple[Certificate, ...] = ()
     private_key: PrivateKeyTypes = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class IssuedCertificate:
+    """What a certificate authority answers when it has issued a certificate."""
+
+    certificate: Certificate
+    #: Intermediate CA certificates between the certificate and the authority, leaf first.
+    chain: tuple[Certificate, ...] = ()
+    #: The trust anchor the certificate chains to: the relay's own CA, which stores keep as
+    #: a trust anchor so that mail between subscribers verifies and encrypts.
+    authority: Certificate

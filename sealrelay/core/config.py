@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 import attrs
 
 from sealrelay.core.address import Address, AddressError
+from sealrelay.core.key_types import check_key_type
 from sealrelay.core.policy import Policy
 from sealrelay.exceptions import ConfigError
 
@@ -115,8 +116,37 @@ class HttpConfig:
 
 @attrs.frozen(kw_only=True)
 class KeypoolConfig:
+    #: Key pairs kept ready; refilled to ``size`` when fewer than ``threshold`` are left.
     size: int = 20
     threshold: int = 5
+    #: The kind of key pair pooled and handed out (``sealrelay.core.key_types.KEY_TYPES``).
+    key_type: str = "rsa3072"
+    #: Give a registered subscriber who sends mail without a key one at once (a key from the
+    #: pool and a certificate from the relay's CA). Off: only ``subscriber add --provision``.
+    provision_on_send: bool = False
+    #: Processes ``serve`` runs to generate keys (each one key at a time).
+    generators: int = 1
+    #: Seconds between looks at the pool's level by the replenisher.
+    check_interval: int = 2
+
+
+@attrs.frozen(kw_only=True)
+class CaConfig:
+    """The built-in certificate authority that certifies provisioned keys."""
+
+    #: The kind of key pair the CA itself gets at ``sealrelay init``.
+    key_type: str = "rsa3072"
+    #: The CA's common name; empty: "sealrelay CA" and the relay's host name.
+    name: str = ""
+    #: Validity of the CA certificate, and of the certificates it issues, in days.
+    validity_days: int = 3650
+    certificate_validity_days: int = 730
+    #: URL written into issued certificates as their CRL distribution point; empty: none.
+    crl_distribution_point: str = ""
+    #: Where the current CRL (DER) is published as a file; relative to the config file.
+    crl_file: str = "var/ca/crl.der"
+    #: Days a CRL is valid (its nextUpdate); it is issued again at half that age.
+    crl_validity_days: int = 7
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +186,7 @@ class Config:
     http: HttpConfig = HttpConfig()
     default_policy: Policy = attrs.field(factory=lambda: Policy(origin="[policy.default]"))
     keypool: KeypoolConfig = KeypoolConfig()
+    ca: CaConfig = CaConfig()
     plugins: PluginsConfig = PluginsConfig()
     stages: StagesConfig = StagesConfig()
     routing: RoutingConfig = RoutingConfig()
@@ -232,6 +263,7 @@ _KNOWN_SECTIONS = (
     "http",
     "policy",
     "keypool",
+    "ca",
     "plugins",
     "stages",
     "routing",
@@ -255,11 +287,7 @@ def parse_config(document: Mapping[str, Any], path: Path) -> Config:
     _check_smtp(smtp)
     http = _section(HttpConfig, document.get("http", {}), "[http]")
     _check_listen(http.listen, "[http] listen")
-    keypool = _section(KeypoolConfig, document.get("keypool", {}), "[keypool]")
-    if not 0 <= keypool.threshold <= keypool.size:
-        raise ConfigError(
-            f"[keypool] threshold = {keypool.threshold} must be between 0 and size ({keypool.size})"
-        )
+    keypool = _keypool(document.get("keypool", {}))
     storage = _section(StorageConfig, document.get("storage", {}), "[storage]")
     if not storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(
@@ -273,6 +301,7 @@ def parse_config(document: Mapping[str, Any], path: Path) -> Config:
         http=http,
         default_policy=_default_policy(document.get("policy", {})),
         keypool=keypool,
+        ca=_ca(document.get("ca", {})),
         plugins=_plugins(document.get("plugins", {})),
         stages=_section(StagesConfig, document.get("stages", {}), "[stages]"),
         routing=_routing(document.get("routing", {})),
@@ -313,6 +342,38 @@ def _check_smtp(smtp: SmtpConfig) -> None:
             raise ConfigError(
                 f"[smtp] relay_networks: {network!r} is not a network, e.g. 192.0.2.0/24"
             ) from None
+
+
+def _keypool(table: object) -> KeypoolConfig:
+    keypool = _section(KeypoolConfig, table, "[keypool]")
+    if not 0 <= keypool.threshold <= keypool.size:
+        raise ConfigError(
+            f"[keypool] threshold = {keypool.threshold} must be between 0 and size ({keypool.size})"
+        )
+    check_key_type(keypool.key_type, "[keypool] key_type")
+    _check_positive(keypool, "[keypool]", ("generators", "check_interval"))
+    return keypool
+
+
+def _ca(table: object) -> CaConfig:
+    ca = _section(CaConfig, table, "[ca]")
+    check_key_type(ca.key_type, "[ca] key_type")
+    _check_positive(ca, "[ca]", ("validity_days", "certificate_validity_days", "crl_validity_days"))
+    if ca.certificate_validity_days > ca.validity_days:
+        raise ConfigError(
+            f"[ca] certificate_validity_days = {ca.certificate_validity_days} must not exceed "
+            f"validity_days ({ca.validity_days}): a certificate cannot outlive its CA"
+        )
+    if ca.crl_distribution_point and not ca.crl_distribution_point.startswith(
+        ("http://", "https://", "ldap://")
+    ):
+        raise ConfigError(
+            f"[ca] crl_distribution_point = {ca.crl_distribution_point!r}: expected an "
+            "http://, https:// or ldap:// URL, or empty for none"
+        )
+    if not ca.crl_file:
+        raise ConfigError("[ca] crl_file must name a file, e.g. var/ca/crl.der")
+    return ca
 
 
 def _routing(table: object) -> RoutingConfig:

@@ -8,7 +8,9 @@ from sealrelay.hookspecs import hookspec
 
 
 if TYPE_CHECKING:
-    from sealrelay.core.certificate import Certificate, Identity
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+
+    from sealrelay.core.certificate import Certificate, Identity, IssuedCertificate
 
 
 @hookspec(firstresult=True)
@@ -23,25 +25,80 @@ def sealrelay_signing_identity(address: str) -> Identity | None:
         ``None`` when this plugin holds no key for the address.
 
     Failure semantics: an exception defers the message naming the plugin. When nobody
-    answers and provisioning fails too, the message is deferred with a reason telling the
-    operator to import or provision a key: it is never sent unsigned against its policy.
+    answers and provisioning is off or fails, the message is deferred with a reason telling
+    the operator to import or provision a key: it is never sent unsigned against its policy.
     """
 
 
 @hookspec(firstresult=True)
-def sealrelay_provision_identity(address: str) -> Identity | None:
-    """Give a subscriber that has no key one now (from the key pool, or generated).
+def sealrelay_new_key_pair(key_type: str) -> PrivateKeyTypes | None:
+    """Hand out a private key that nobody has been given before, for a subscriber.
 
-    Called when a registered subscriber sends mail that must be signed and
-    ``sealrelay_signing_identity`` found no key, if the ``provision`` stage is on. First
-    answer wins. The implementation stores the new identity so that later calls of
-    ``sealrelay_signing_identity`` find it.
+    Called when a subscriber is provisioned (``subscriber add --provision``, or a registered
+    subscriber sending mail without a key under ``[keypool] provision_on_send``), when the
+    ``provision`` stage is on. First answer wins. Then ``sealrelay_issue_certificate``
+    certifies the key and ``sealrelay_store_identity`` keeps it.
 
-    :param address: the normalised address of a registered subscriber.
-    :returns: the new :class:`~sealrelay.Identity`, or ``None`` when this plugin cannot
-        provision (no CA, not configured).
+    :param key_type: the kind of key wanted, ``[keypool] key_type`` (``rsa3072``,
+        ``ec-p256``, ...; see ``sealrelay.core.key_types``).
+    :returns: a private key of that kind that is never handed out again, or ``None`` when
+        this plugin has none of that kind.
 
-    Failure semantics: an exception defers the message naming the plugin.
+    Failure semantics: an exception fails the provisioning naming the plugin (the message
+    that needed the key is deferred).
+    """
+
+
+@hookspec(firstresult=True)
+def sealrelay_issue_certificate(
+    address: str, public_key: PublicKeyTypes
+) -> IssuedCertificate | None:
+    """Certify *public_key* for *address*: an S/MIME certificate from a CA the relay runs.
+
+    Called during provisioning, after ``sealrelay_new_key_pair``. First answer wins.
+
+    :param address: the normalised address of the subscriber (the certificate's
+        rfc822Name).
+    :param public_key: the public half of the key pair handed out.
+    :returns: an :class:`~sealrelay.IssuedCertificate` (the certificate, its chain and the
+        authority it chains to), or ``None`` when this plugin has no CA to issue with.
+
+    Failure semantics: an exception fails the provisioning naming the plugin; the key pair
+    is not used again.
+    """
+
+
+@hookspec
+def sealrelay_store_identity(identity: Identity, authority: Certificate | None) -> str | None:
+    """Keep a provisioned identity, so that ``sealrelay_signing_identity``,
+    ``sealrelay_decryption_identities`` and ``sealrelay_recipient_certificates`` find it.
+
+    Called at the end of provisioning. Collect-all: every store may keep it; provisioning
+    fails when none does, since the key would be lost.
+
+    :param identity: the private key, its certificate and chain.
+    :param authority: the CA certificate the certificate chains to, to keep as a trust
+        anchor (the relay's own CA), or ``None`` when it is trusted already.
+    :returns: the fingerprint of the stored certificate, or ``None`` when this plugin keeps
+        no identities. The private key must be stored sealed, never in the clear.
+
+    Failure semantics: an exception fails the provisioning naming the plugin.
+    """
+
+
+@hookspec
+def sealrelay_store_revocation_list(crl: bytes) -> str | None:
+    """Keep a certificate revocation list the relay's CA has just issued.
+
+    Called when a CA plugin publishes a new CRL (``sealrelay cert revoke``, and when the
+    previous one nears its nextUpdate), so that stores stop using revoked certificates at
+    once. Collect-all.
+
+    :param crl: the CRL, DER.
+    :returns: the CRL's fingerprint when this plugin stored it, else ``None``.
+
+    Failure semantics: an exception fails the command that published the CRL, naming the
+    plugin; the CRL stays published by its CA.
     """
 
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from sealrelay.core.config import Config
+    from sealrelay.core.service import BackgroundService
 
 
 @hookspec(historic=True)
@@ -85,4 +86,20 @@ def sealrelay_shutdown(config: Config) -> None:
 
     Failure semantics: exceptions are logged with the plugin's name; every plugin still gets
     the call.
+    """
+
+
+@hookspec
+def sealrelay_background_services(config: Config) -> list[BackgroundService]:
+    """Return the long-running jobs ``sealrelay serve`` runs beside the message workers.
+
+    Called once by ``serve``'s supervisor before it starts the workers. Collect-all. Each
+    :class:`~sealrelay.BackgroundService` runs in a process of its own (never on an event
+    loop, never in a message worker), is replaced when it dies, and is asked to stop on
+    SIGTERM.
+
+    :param config: the configuration.
+    :returns: a list of services (empty when the plugin has none).
+
+    Failure semantics: an exception stops ``serve`` from starting, naming the plugin.
     """

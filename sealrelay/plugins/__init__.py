@@ -11,6 +11,8 @@ BUILTIN_PLUGINS: Final = (
     "sealrelay.plugins.commands_core",
     "sealrelay.plugins.audit_log",
     "sealrelay.plugins.policy_sql",
+    "sealrelay.plugins.ca_builtin",
+    "sealrelay.plugins.keypool",
     "sealrelay.plugins.crypto_smime",
     "sealrelay.plugins.frontend_smtp",
 )

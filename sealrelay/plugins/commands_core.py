@@ -8,12 +8,13 @@ from typing import Any
 
 import attrs
 
+from sealrelay.core.address import Address
 from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult, Parameter
 from sealrelay.core.envelope import Envelope
 from sealrelay.core.headers import from_address
 from sealrelay.core.master_key import ensure_master_key
 from sealrelay.core.plugins import call_each
-from sealrelay.exceptions import CommandError
+from sealrelay.exceptions import CommandError, ProvisioningError
 from sealrelay.hookspecs import hookimpl
 
 
@@ -176,6 +177,31 @@ class PolicyExplain(AdminCommand):
         return CommandResult(data=explanation.to_dict(), text="\n".join(lines))
 
 
+class IdentityProvision(AdminCommand):
+    name = "identity provision"
+    summary = "give an address a new key pair (from the key pool) and certificate (from the CA)"
+    parameters = (Parameter(name="address", required=True, positional=True, help="the subscriber"),)
+
+    def run(self, context: CommandContext) -> CommandResult:
+        with context.bus() as bus:
+            try:
+                identity = bus.provision(str(Address.parse(self.params["address"])))
+            except ProvisioningError as error:
+                raise CommandError(str(error)) from error
+        certificate = identity.certificate
+        data = {
+            "address": identity.address,
+            "fingerprint": certificate.fingerprint,
+            "subject": certificate.subject,
+            "not_after": certificate.not_after.isoformat(),
+        }
+        text = (
+            f"provisioned {identity.address}: certificate {certificate.fingerprint} "
+            f"({certificate.subject}), valid until {certificate.not_after:%Y-%m-%d}"
+        )
+        return CommandResult(data=data, text=text)
+
+
 @hookimpl
 def sealrelay_register_commands() -> list[type[AdminCommand]]:
-    return [Init, Plugins, ProcessOutbound, ProcessInbound, PolicyExplain]
+    return [Init, Plugins, ProcessOutbound, ProcessInbound, PolicyExplain, IdentityProvision]

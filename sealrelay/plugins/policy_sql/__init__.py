@@ -100,5 +100,15 @@ def sealrelay_harvest_certificate(
 
 
 @hookimpl
+def sealrelay_store_identity(identity: Identity, authority: Certificate | None) -> str:
+    return store.store_identity(identity, authority)
+
+
+@hookimpl
+def sealrelay_store_revocation_list(crl: bytes) -> str | None:
+    return store.store_revocation_list(crl)
+
+
+@hookimpl
 def sealrelay_register_commands() -> list[type[AdminCommand]]:
     return list(commands.COMMANDS)

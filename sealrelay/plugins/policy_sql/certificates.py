@@ -1,23 +1,30 @@
-"""Reading certificates, CRLs and PKCS#12 files, and what the store records about each."""
+"""Reading certificates, CRLs and PKCS#12 files, what the store records about each, and
+writing PKCS#12 files for mail clients."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import secrets
+from pathlib import Path
 from typing import Final
 
 import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7, pkcs12
 
-from sealrelay.core.certificate import Certificate
+from sealrelay.core.certificate import Certificate, certificate_addresses
 from sealrelay.plugins.policy_sql.errors import StoreError
 
 
 _PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
+#: PBKDF iterations of an exported PKCS#12 (OpenSSL's default is 2048; clients accept more).
+_PKCS12_ROUNDS: Final = 100_000
 _KEY_USAGES: Final = (
     "digital_signature",
     "content_commitment",
@@ -150,6 +157,44 @@ def read_pkcs12(data: bytes, password: bytes | None, source: str) -> Pkcs12Conte
         raise StoreError(f"{source}: the private key does not belong to the certificate")
     chain = tuple(extra.certificate for extra in loaded.additional_certs)
     return Pkcs12Contents(key=loaded.key, certificate=certificate, chain=chain)
+
+
+def pkcs12_bytes(contents: Pkcs12Contents, password: str, *, legacy: bool) -> bytes:
+    """A password-protected PKCS#12 file a mail client imports: AES-256-CBC with SHA-256, or
+    with *legacy* the 3DES/SHA-1 kind that older clients need."""
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(_PKCS12_ROUNDS)
+    if legacy:
+        builder = builder.key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        builder = builder.hmac_hash(hashes.SHA1())  # noqa: S303 - what --legacy asks for
+    else:
+        builder = builder.key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        builder = builder.hmac_hash(hashes.SHA256())
+    addresses = certificate_addresses(contents.certificate)
+    return pkcs12.serialize_key_and_certificates(
+        name=(addresses[0] if addresses else "sealrelay").encode(),
+        key=contents.key,  # type: ignore[arg-type]
+        cert=contents.certificate,
+        cas=list(contents.chain) or None,
+        encryption_algorithm=builder.build(password.encode()),
+    )
+
+
+def new_export_password() -> str:
+    """A random password for an exported key: 120 bits, typed by a person from a screen."""
+    return "-".join(secrets.token_hex(3) for _ in range(5))
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write a new file that only its owner can read; an existing file is never replaced."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise StoreError(f"{path} exists already: choose another file or remove it") from None
+    except OSError as error:
+        raise StoreError(f"cannot write {path}: {error.strerror}") from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
 
 
 def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -8,6 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from sealrelay.core.certificate import Certificate
 from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult, Parameter
 from sealrelay.core.policy import (
     CIPHERS,
@@ -16,8 +19,15 @@ from sealrelay.core.policy import (
     MISSING_CERTIFICATE_ACTIONS,
     SIGN_MODES,
 )
-from sealrelay.exceptions import CommandError
-from sealrelay.plugins.policy_sql.certificates import read_certificates, read_crl, read_pkcs12
+from sealrelay.exceptions import CommandError, ProvisioningError
+from sealrelay.plugins.policy_sql.certificates import (
+    new_export_password,
+    pkcs12_bytes,
+    read_certificates,
+    read_crl,
+    read_pkcs12,
+    write_private_file,
+)
 from sealrelay.plugins.policy_sql.errors import PatternError
 from sealrelay.plugins.policy_sql.store import PolicyStore
 
@@ -76,6 +86,12 @@ class SubscriberAdd(AdminCommand):
             help="file whose first line is the password for front-end logins (stored as an "
             "argon2id hash)",
         ),
+        Parameter(
+            name="provision",
+            kind="bool",
+            help="give the subscriber a key pair from the key pool and a certificate from the "
+            "relay's CA at once",
+        ),
     )
 
     def run(self, context: CommandContext) -> CommandResult:
@@ -88,7 +104,21 @@ class SubscriberAdd(AdminCommand):
                 password=_password(self.params["password_file"]),
             )
         groups = ", ".join(added["groups"]) or "no groups"
-        return CommandResult(data=added, text=f"added subscriber {added['address']} ({groups})")
+        text = f"added subscriber {added['address']} ({groups})"
+        if self.params["provision"]:
+            with context.bus() as bus:
+                try:
+                    identity = bus.provision(added["address"])
+                except ProvisioningError as error:
+                    raise CommandError(
+                        f"added subscriber {added['address']}, but could not give it a key: "
+                        f"{error}; once that is fixed, run `sealrelay identity provision "
+                        f"{added['address']}`"
+                    ) from error
+            certificate = identity.certificate
+            added = {**added, "certificate": certificate.fingerprint}
+            text += f"; provisioned certificate {certificate.fingerprint} ({certificate.subject})"
+        return CommandResult(data=added, text=text)
 
 
 class SubscriberList(AdminCommand):
@@ -220,6 +250,50 @@ class IdentityImport(AdminCommand):
         return CommandResult(data=summary, text=text)
 
 
+class IdentityExport(AdminCommand):
+    name = "identity export"
+    summary = "write a subscriber's private key, certificate and chain to a PKCS#12 file"
+    read_only = True
+    parameters = (
+        Parameter(name="address", required=True, positional=True, help="the subscriber"),
+        Parameter(
+            name="output", kind="path", short="-o", required=True, help="the .p12 file to write"
+        ),
+        Parameter(
+            name="password_file",
+            kind="path",
+            help="file whose first line is the password for the .p12 (default: a new random "
+            "password, shown once)",
+        ),
+        Parameter(
+            name="legacy",
+            kind="bool",
+            help="3DES and SHA-1 encryption for older clients (Windows 7 era Outlook, old "
+            "macOS); the default is AES-256 and SHA-256",
+        ),
+    )
+
+    def run(self, context: CommandContext) -> CommandResult:
+        path: Path = self.params["output"]
+        given = _password(self.params["password_file"])
+        password = given if given else new_export_password()
+        contents = _store_for(context).export_identity(self.params["address"])
+        data = pkcs12_bytes(contents, password, legacy=bool(self.params["legacy"]))
+        write_private_file(path, data)
+        certificate = Certificate(der=contents.certificate.public_bytes(Encoding.DER))
+        result: dict[str, Any] = {
+            "file": str(path),
+            "fingerprint": certificate.fingerprint,
+            "subject": certificate.subject,
+            "legacy": bool(self.params["legacy"]),
+        }
+        text = f"wrote {path} ({certificate.subject}, {certificate.fingerprint})"
+        if not given:
+            result["password"] = password
+            text += f"\npassword: {password}"
+        return CommandResult(data=result, text=text)
+
+
 class CertImport(AdminCommand):
     name = "cert import"
     summary = "import certificates (PEM, DER or PKCS#7 bundles)"
@@ -309,6 +383,7 @@ COMMANDS: tuple[type[AdminCommand], ...] = (
     PolicyList,
     PolicyRemove,
     IdentityImport,
+    IdentityExport,
     CertImport,
     CertList,
     CrlImport,

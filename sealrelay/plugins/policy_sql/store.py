@@ -11,9 +11,8 @@ import datetime as dt
 import functools
 import json
 import secrets
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import attrs
@@ -39,6 +38,7 @@ from sealrelay.plugins.policy_sql.certificates import (
     issued_by,
     naive_utc,
     name_hash,
+    read_crl,
 )
 from sealrelay.plugins.policy_sql.errors import StoreError
 from sealrelay.plugins.policy_sql.migrations import SCHEMA
@@ -51,10 +51,12 @@ from sealrelay.plugins.policy_sql.patterns import (
     normalise_group,
     rule_settings,
 )
-from sealrelay.storage.database import connection, open_database
-from sealrelay.storage.schema import migrate
+from sealrelay.storage.handle import Storage
 
 
+#: Who the audit log names for changes made by provisioning and by the relay's CA.
+PROVISIONING_ACTOR = "sealrelay:provisioning"
+CA_ACTOR = "sealrelay:ca"
 #: Longest chain of CA certificates followed from a certificate to a trust anchor.
 MAX_CHAIN = 6
 _MASTER_KEY_ID = "master_key_id"
@@ -87,28 +89,15 @@ class PolicyStore:
 
     def __init__(self) -> None:
         self._config: Config | None = None
-        self._url: str | None = None
-        self._db: peewee.Database | None = None
+        self._storage = Storage(SCHEMA, models.database)
         self._cache = ChangeCache(self._read_counter)
-        self._schema_ready = False
-        self._lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------
 
     def configure(self, config: Config) -> None:
         """Use *config*'s database (reopening only when the URL changed)."""
-        url = config.storage_url
-        with self._lock:
-            self._config = config
-            if url != self._url:
-                if self._db is not None:
-                    # Only idle connections: one still in use by another thread stays valid
-                    # until that thread is done with it.
-                    self._db.close_idle()  # type: ignore[attr-defined]
-                self._db = open_database(url)
-                models.database.initialize(self._db)
-                self._url = url
-                self._schema_ready = False
+        self._config = config
+        self._storage.configure(config.storage_url)
         # The default policy fills what rules leave unset: cached policies may be stale.
         self._cache.invalidate()
 
@@ -120,15 +109,12 @@ class PolicyStore:
 
     @property
     def db(self) -> peewee.Database:
-        if self._db is None:
-            raise StoreError("policy_sql is used before it was configured (no config given)")
-        return self._db
+        return self._storage.db
 
     def prepare(self) -> list[str]:
         """Create or upgrade the schema; check the master key against the stored keys."""
-        with connection(self.db):
-            lines = migrate(self.db, SCHEMA)
-            self._schema_ready = True
+        lines = self._storage.prepare()
+        with self._session():
             stored = models.Meta.get_or_none(models.Meta.key == _MASTER_KEY_ID)
             if stored is not None:
                 self._check_master_key(stored.value)
@@ -136,19 +122,10 @@ class PolicyStore:
 
     def close(self) -> None:
         """Close the idle pooled connections (the store reconnects when used again)."""
-        if self._db is not None:
-            self._db.close_idle()  # type: ignore[attr-defined]
+        self._storage.close()
 
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        """A connection for this thread; the schema is brought up to date once per process."""
-        with connection(self.db):
-            if not self._schema_ready:
-                with self._lock:
-                    if not self._schema_ready:
-                        migrate(self.db, SCHEMA)
-                        self._schema_ready = True
-            yield
+    def _session(self) -> AbstractContextManager[None]:
+        return self._storage.session()
 
     def _read_counter(self) -> int:
         with self._session():
@@ -157,7 +134,7 @@ class PolicyStore:
     @contextmanager
     def _change(self) -> Iterator[None]:
         """One transaction that counts as a change: other nodes drop their caches."""
-        with self._session(), self.db.atomic():
+        with self._storage.transaction():
             yield
             models.Change.update(counter=models.Change.counter + 1).where(
                 models.Change.id == 1
@@ -669,8 +646,16 @@ class PolicyStore:
         return _certificate_dict(row, ())
 
     def import_identity(
-        self, *, actor: str, contents: Pkcs12Contents, origin: str
+        self,
+        *,
+        actor: str,
+        contents: Pkcs12Contents,
+        origin: str,
+        source: str = "imported",
+        authority: x509.Certificate | None = None,
     ) -> dict[str, Any]:
+        """Keep a private key with its certificate and chain; *authority*, when given, is
+        kept as a trust anchor (the relay's own CA, for provisioned identities)."""
         facts = CertificateFacts.of(contents.certificate)
         if not facts.addresses:
             raise StoreError(
@@ -684,9 +669,13 @@ class PolicyStore:
                 models.Meta.create(key=_MASTER_KEY_ID, value=master_key_id(master_key))
             else:
                 self._check_master_key(stored_id.value)
-            row, _ = self._store_certificate(facts, source="imported")
+            if authority is not None:
+                self._store_certificate(
+                    CertificateFacts.of(authority), source=source, trust_anchor=True
+                )
+            row, _ = self._store_certificate(facts, source=source)
             for extra in contents.chain:
-                self._store_certificate(CertificateFacts.of(extra), source="imported")
+                self._store_certificate(CertificateFacts.of(extra), source=source)
             outcome = "unchanged"
             if models.PrivateKey.get_or_none(models.PrivateKey.certificate == row.id) is None:
                 models.PrivateKey.create(
@@ -699,11 +688,46 @@ class PolicyStore:
             if outcome == "added":
                 self._audit(
                     actor,
-                    "identity import",
+                    "identity import" if source == "imported" else f"identity {source}",
                     facts.fingerprint,
                     after={k: v for k, v in summary.items() if k != "outcome"},
                 )
         return summary
+
+    def store_identity(self, identity: Identity, authority: Certificate | None) -> str:
+        """Keep an identity the relay's CA has just certified (provisioning)."""
+        contents = Pkcs12Contents(
+            key=identity.private_key,
+            certificate=identity.certificate.x509,
+            chain=tuple(c.x509 for c in identity.chain),
+        )
+        summary = self.import_identity(
+            actor=PROVISIONING_ACTOR,
+            contents=contents,
+            origin=f"the provisioned identity of {identity.address}",
+            source="issued",
+            authority=authority.x509 if authority is not None else None,
+        )
+        return str(summary["fingerprint"])
+
+    def export_identity(self, address: str) -> Pkcs12Contents:
+        """The newest private key of *address* with its certificate and its whole chain up
+        to and including the trust anchor, for a mail client to import."""
+        self._cache.sync()
+        key = Address.parse(address).lookup_key
+        entries = self._keys(key)
+        if not entries:
+            raise StoreError(
+                f"no private key is stored for {address}; `sealrelay cert list --address "
+                f"{address}` shows its certificates"
+            )
+        identity = entries[0].identity
+        path = self._path(identity.certificate.x509) or ()
+        return Pkcs12Contents(
+            key=identity.private_key,
+            certificate=identity.certificate.x509,
+            chain=tuple(authority.certificate for authority in path),
+        )
 
     def list_certificates(self, address: str | None) -> list[dict[str, Any]]:
         self._cache.sync()
@@ -742,12 +766,10 @@ class PolicyStore:
                 )
         return rows
 
-    def import_crl(
-        self, *, actor: str, crl: x509.CertificateRevocationList, origin: str
-    ) -> dict[str, Any]:
+    def _crl_signer(self, crl: x509.CertificateRevocationList) -> models.StoredCertificate | None:
         issuer = name_hash(crl.issuer)
         with self._session():
-            signer = next(
+            return next(
                 (
                     row
                     for row in models.StoredCertificate.select().where(
@@ -758,6 +780,11 @@ class PolicyStore:
                 ),
                 None,
             )
+
+    def import_crl(
+        self, *, actor: str, crl: x509.CertificateRevocationList, origin: str
+    ) -> dict[str, Any]:
+        signer = self._crl_signer(crl)
         if signer is None:
             raise StoreError(
                 f"{origin}: no stored CA certificate signed this CRL (issuer "
@@ -782,7 +809,7 @@ class PolicyStore:
                 fingerprint=fingerprint,
                 ca=signer,
                 issuer=crl.issuer.rfc4514_string(),
-                issuer_hash=issuer,
+                issuer_hash=name_hash(crl.issuer),
                 der=der,
                 this_update=naive_utc(crl.last_update_utc),
                 next_update=naive_utc(crl.next_update_utc) if crl.next_update_utc else None,
@@ -793,6 +820,15 @@ class PolicyStore:
                 models.RevokedSerial.insert_many(serials[start : start + 500]).execute()
             self._audit(actor, "crl import", fingerprint, after=summary)
         return {**summary, "outcome": "added"}
+
+    def store_revocation_list(self, der: bytes) -> str | None:
+        """Keep a CRL the relay's CA published; None when its CA is not stored here (then
+        no certificate here can be on it)."""
+        crl = read_crl(der, "the CRL of the relay's CA")
+        if self._crl_signer(crl) is None:
+            return None
+        summary = self.import_crl(actor=CA_ACTOR, crl=crl, origin="the CRL of the relay's CA")
+        return str(summary["fingerprint"])
 
 
 def _der(certificate: x509.Certificate) -> bytes:
