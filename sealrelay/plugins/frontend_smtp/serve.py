@@ -1,9 +1,12 @@
-"""``sealrelay serve``: a supervisor and several event-loop worker processes.
+"""``sealrelay serve``: a supervisor, several event-loop worker processes, and a process for
+each background service.
 
 Each worker opens its own bus and runs every front end the plugins create (the SMTP listener
-shares the port with SO_REUSEPORT, the deliverer shares the spool through file locks). The
-supervisor replaces a worker that dies and, on SIGTERM or SIGINT, asks every worker to stop
-(stop accepting, finish what is in flight) and waits for them.
+shares the port with SO_REUSEPORT, the deliverer shares the spool through file locks). Each
+background service the plugins contribute (the key-pool replenisher, the CRL refresher) runs
+in a process of its own, away from the event loops and the message workers. The supervisor
+replaces a process that dies and, on SIGTERM or SIGINT, asks every one to stop (stop
+accepting, finish what is in flight) and waits for them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from types import FrameType
@@ -24,7 +28,8 @@ from typing import Final
 from sealrelay.core.bus import MessageBus
 from sealrelay.core.config import Config, split_listen
 from sealrelay.core.frontend import Frontend
-from sealrelay.core.plugins import LoadedPlugins
+from sealrelay.core.plugins import LoadedPlugins, blame, operator_error
+from sealrelay.core.service import BackgroundService
 from sealrelay.exceptions import CommandError, SealrelayError
 from sealrelay.spool.store import Spool
 
@@ -80,6 +85,7 @@ class Supervisor:
         self.workers = workers
         self.spool = Spool.for_config(config)
         self._children: dict[int, tuple[int, float]] = {}
+        self._services: dict[int, tuple[BackgroundService, float]] = {}
         self._stopping = False
         self._quick_deaths = 0
 
@@ -91,9 +97,12 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        services = self._background_services()
         ready_read, ready_write = os.pipe()
         os.set_blocking(ready_read, False)
         try:
+            for service in services:
+                self._spawn_service(service)
             for index in range(self.workers):
                 self._spawn(index, ready_write)
             self._supervise(ready_read, ready_write)
@@ -107,6 +116,28 @@ class Supervisor:
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
+
+    def _background_services(self) -> list[BackgroundService]:
+        hook = self.plugins.pm.hook.sealrelay_background_services
+        try:
+            answers = hook(config=self.config)
+        except Exception as error:
+            culprit = blame(self.plugins.pm, "sealrelay_background_services", error)
+            raise operator_error(error, culprit, "to list its background services") from error
+        return [service for answer in answers for service in answer or []]
+
+    def _spawn_service(self, service: BackgroundService) -> None:
+        pid = os.fork()
+        if pid == 0:  # the service
+            status = 1
+            try:
+                status = run_service(self.config, self.plugins, service)
+            except BaseException:  # noqa: BLE001 - a service reports everything and exits
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        self._services[pid] = (service, time.monotonic())
 
     def _spawn(self, index: int, ready_write: int) -> None:
         pid = os.fork()
@@ -145,6 +176,9 @@ class Supervisor:
             self._replace(pid, status, ready_write)
 
     def _replace(self, pid: int, status: int, ready_write: int) -> None:
+        if pid in self._services:
+            self._replace_service(pid, status)
+            return
         index, started = self._children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         for path in self.spool.recover(writer_pid=pid):
@@ -157,22 +191,36 @@ class Supervisor:
             time.sleep(_POLL * 4)
             if self._stopping:
                 return
-        cause = f"signal {-code}" if code < 0 else f"exit status {code}"
-        _say(f"worker {index} (pid {pid}) died ({cause}); starting a new one")
+        _say(f"worker {index} (pid {pid}) died ({_cause(code)}); starting a new one")
+        self._pause_after(started)
+        if not self._stopping:
+            self._spawn(index, ready_write)
+
+    def _replace_service(self, pid: int, status: int) -> None:
+        service, started = self._services.pop(pid)
+        if self._stopping:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        _say(f"background service {service.name} (pid {pid}) ended ({_cause(code)}); restarting it")
+        self._pause_after(started)
+        if not self._stopping:
+            self._spawn_service(service)
+
+    def _pause_after(self, started: float) -> None:
+        """Back off when processes die as soon as they start (a broken database, say)."""
         if time.monotonic() - started < _QUICK_DEATH:
             self._quick_deaths += 1
             time.sleep(min(0.1 * 2**self._quick_deaths, 10.0))
         else:
             self._quick_deaths = 0
-        if not self._stopping:
-            self._spawn(index, ready_write)
 
     def _stop_children(self) -> None:
-        for pid in self._children:
+        running = set(self._children) | set(self._services)
+        for pid in running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.smtp.shutdown_timeout + 5
-        while self._children and time.monotonic() < deadline:
+        while running and time.monotonic() < deadline:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -180,19 +228,37 @@ class Supervisor:
             if pid == 0:
                 time.sleep(_POLL)
             else:
-                self._children.pop(pid, None)
-        for pid in self._children:
-            _say(f"worker pid {pid} did not stop in time; killing it")
+                running.discard(pid)
+        for pid in running:
+            _say(f"process {pid} did not stop in time; killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self._children.clear()
+        self._services.clear()
+
+
+def _cause(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit status {code}"
+
+
+def run_service(config: Config, plugins: LoadedPlugins, service: BackgroundService) -> int:
+    """One background service: an opened bus, ``run`` until SIGTERM sets its stop event."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    with MessageBus(plugins, config) as bus:
+        service.run(bus, stop)
+    return 0
 
 
 async def run_worker(config: Config, plugins: LoadedPlugins, ready_write: int | None) -> int:
     """One worker: open a bus, start every front end, run until SIGTERM, stop them."""
     loop = asyncio.get_running_loop()
+    import concurrent.futures as _cf  # EXPERIMENT
+    if os.environ.get('XTHREADS'): loop.set_default_executor(_cf.ThreadPoolExecutor(int(os.environ['XTHREADS'])))  # EXPERIMENT
+    if os.environ.get('XSWITCH'): sys.setswitchinterval(float(os.environ['XSWITCH']))  # EXPERIMENT
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
