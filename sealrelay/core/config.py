@@ -124,7 +124,8 @@ class KeypoolConfig:
     #: Give a registered subscriber who sends mail without a key one at once (a key from the
     #: pool and a certificate from the relay's CA). Off: only ``subscriber add --provision``.
     provision_on_send: bool = False
-    #: Processes ``serve`` runs to generate keys (each one key at a time).
+    #: Processes ``serve`` runs to generate keys (each one key at a time); 0: this node runs
+    #: none (another node sharing the database does).
     generators: int = 1
     #: Seconds between looks at the pool's level by the replenisher.
     check_interval: int = 2
@@ -351,7 +352,9 @@ def _keypool(table: object) -> KeypoolConfig:
             f"[keypool] threshold = {keypool.threshold} must be between 0 and size ({keypool.size})"
         )
     check_key_type(keypool.key_type, "[keypool] key_type")
-    _check_positive(keypool, "[keypool]", ("generators", "check_interval"))
+    _check_positive(keypool, "[keypool]", ("check_interval",))
+    if keypool.generators < 0:
+        raise ConfigError(f"[keypool] generators = {keypool.generators} must be 0 or more")
     return keypool
 
 

@@ -27,3 +27,8 @@ class BackgroundService:
     #: Shown in logs and when the process is replaced.
     name: str
     run: Callable[[MessageBus, threading.Event], None]
+    #: The process's niceness: CPU-heavy work (generating keys) at 19 takes only what the
+    #: message workers leave idle.
+    nice: int = attrs.field(
+        default=0, validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(19))
+    )

@@ -248,6 +248,7 @@ def run_service(config: Config, plugins: LoadedPlugins, service: BackgroundServi
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
+    os.nice(service.nice)
     with MessageBus(plugins, config) as bus:
         service.run(bus, stop)
     return 0

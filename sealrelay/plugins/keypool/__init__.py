@@ -3,9 +3,10 @@ gets a key at once (``sealrelay_new_key_pair``).
 
 ``[keypool] size`` keys of ``key_type`` are kept ready, sealed under the master key in the
 database. ``serve`` runs ``generators`` replenisher processes (``sealrelay_background_services``)
-that wake every ``check_interval`` seconds and, when fewer than ``threshold`` keys are free,
-fill the pool back to ``size``. ``keypool fill`` fills it at once on every core. An empty
-pool still answers: the key is generated on the spot, with a warning in the log.
+at the lowest CPU priority, that wake every ``check_interval`` seconds and, when fewer than
+``threshold`` keys are free, fill the pool back to ``size``. ``keypool fill`` fills it at
+once on every core. An empty pool still answers: the key is generated on the spot, with a
+warning in the log.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def sealrelay_register_commands() -> list[type[AdminCommand]]:
 @hookimpl
 def sealrelay_background_services(config: Config) -> list[BackgroundService]:
     return [
-        BackgroundService(name=f"keypool-{index + 1}", run=replenish)
+        BackgroundService(name=f"keypool-{index + 1}", run=replenish, nice=19)
         for index in range(config.keypool.generators)
     ]
 
