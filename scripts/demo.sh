@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The embedded-default demo: the first-contact loop, end to end, on config.toml (SQLite).
-#   1. alice@example.org is a subscriber with a key; bob@example.net is a stranger.
+#   1. alice@example.org becomes a subscriber and gets a key and a certificate from the
+#      relay's own CA at once; bob@example.net is a stranger with a certificate of his own.
 #   2. Alice's first mail to Bob is signed, not encrypted (no certificate for Bob yet).
 #   3. Bob (played by the openssl command line) replies signed; the relay verifies the reply
 #      and harvests his certificate.
-#   4. Alice's next mail to Bob is signed and encrypted; openssl decrypts it as Bob would.
-# The demo PKI is made with openssl under var/demo/pki; everything the relay keeps is in var/.
+#   4. Alice's next mail to Bob is signed and encrypted; openssl decrypts it as Bob would and
+#      verifies Alice's signature against the relay's CA certificate (`sealrelay ca export`).
+# Bob's PKI is made with openssl under var/demo/pki; everything the relay keeps is in var/.
 set -euo pipefail
 bin=${1:-.venv/bin}
 cd "$(dirname "$0")/.."
@@ -26,38 +28,31 @@ mkdir -p "$pki"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "initialise var/ (database, master key)"
+step "initialise var/ (database, master key, the relay's CA, the key pool)"
 "${sealrelay[@]}" init
 
-if [ ! -s "$pki/alice.p12" ]; then
-    step "make a demo CA and certificates for alice@example.org and bob@example.net"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/O=sealrelay demo/CN=Demo CA" \
+if [ ! -s "$pki/bob.pem" ]; then
+    step "make Bob's CA and his certificate (his side, not the relay's)"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/O=sealrelay demo/CN=Bob's CA" \
         -keyout "$pki/ca.key" -out "$pki/ca.pem" \
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    for who in alice@example.org bob@example.net; do
-        name=${who%@*}
-        openssl req -newkey rsa:2048 -nodes -subj "/O=sealrelay demo/CN=$name" \
-            -keyout "$pki/$name.key" -out "$pki/$name.csr" 2>/dev/null
-        printf 'subjectAltName=email:%s\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n' \
-            "$who" > "$pki/$name.ext"
-        openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
-            -CAcreateserial -days 365 -extfile "$pki/$name.ext" -out "$pki/$name.pem" 2>/dev/null
-    done
-    printf 'demo\n' > "$pki/password"
-    openssl pkcs12 -export -inkey "$pki/alice.key" -in "$pki/alice.pem" -certfile "$pki/ca.pem" \
-        -passout file:"$pki/password" -out "$pki/alice.p12"
-    # Alice's key lives on only inside the relay, sealed under the master key (and in the
-    # password-protected .p12); Bob's stays, since openssl plays his mail client.
-    rm -f "$pki/alice.key" "$pki/ca.key"
+    openssl req -newkey rsa:2048 -nodes -subj "/O=sealrelay demo/CN=bob" \
+        -keyout "$pki/bob.key" -out "$pki/bob.csr" 2>/dev/null
+    printf 'subjectAltName=email:bob@example.net\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n' \
+        > "$pki/bob.ext"
+    openssl x509 -req -in "$pki/bob.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+        -CAcreateserial -days 365 -extfile "$pki/bob.ext" -out "$pki/bob.pem" 2>/dev/null
+    rm -f "$pki/ca.key"
 fi
 
 if [ ! -e "$demo/.registered" ]; then
-    step "register Alice with her key, trust the demo CA"
-    "${sealrelay[@]}" subscriber add alice@example.org --name Alice
-    "${sealrelay[@]}" identity import "$pki/alice.p12" --password-file "$pki/password"
+    step "register Alice: a key pair from the pool, a certificate from the relay's CA, at once"
+    "${sealrelay[@]}" subscriber add alice@example.org --name Alice --provision
+    step "trust Bob's CA, as an operator does for a partner"
     "${sealrelay[@]}" cert import "$pki/ca.pem" --trust-anchor
     touch "$demo/.registered"
 fi
+"${sealrelay[@]}" ca export -o "$demo/relay-ca.pem"
 
 step "Alice writes to Bob for the first time: signed, not encrypted"
 "${sealrelay[@]}" process outbound --from alice@example.org --to bob@example.net \
@@ -78,6 +73,6 @@ step "Alice writes again: Bob's certificate was harvested, so now signed and enc
 
 step "Bob decrypts it with openssl"
 openssl cms -decrypt -in "$demo"/out2/*.eml -recip "$pki/bob.pem" -inkey "$pki/bob.key" \
-    | openssl cms -verify -CAfile "$pki/ca.pem" -out /dev/null
+    | openssl cms -verify -CAfile "$demo/relay-ca.pem" -out /dev/null
 echo
 echo "Done. Messages are under $demo/; every step is in var/audit.jsonl."
