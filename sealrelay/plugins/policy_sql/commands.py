@@ -253,7 +253,6 @@ class IdentityImport(AdminCommand):
 class IdentityExport(AdminCommand):
     name = "identity export"
     summary = "write a subscriber's private key, certificate and chain to a PKCS#12 file"
-    read_only = True
     parameters = (
         Parameter(name="address", required=True, positional=True, help="the subscriber"),
         Parameter(
