@@ -22,6 +22,11 @@ class CommandError(SealrelayError):
 class ProvisioningError(SealrelayError):
     """A subscriber could not be given a key and certificate (no key pair, no CA, no store)."""
 
+    def __init__(self, reason: str, *, plugin: str | None = None) -> None:
+        super().__init__(reason)
+        #: The plugin that failed, when one did (rather than nobody answering).
+        self.plugin = plugin
+
 
 class MessageError(SealrelayError):
     """Processing one message failed; the message is deferred or rejected, never passed on."""

@@ -4,9 +4,10 @@ are kept and used for the next message)."""
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sealrelay import Certificate, Identity, Subscriber, hookimpl
+from sealrelay import Certificate, Identity, IssuedCertificate, Subscriber, hookimpl
 from tests.pki import TestIdentity
 
 
@@ -34,8 +35,12 @@ class MemoryStore:
         self.crls: list[bytes] = []
         self.subscribers: set[str] = set()
         self.harvested: list[tuple[str, str]] = []
+        #: Addresses given a key by provisioning (sealrelay_store_identity), in order.
         self.provisioned: list[str] = []
+        #: The key pair and certificate provisioning hands out, and the CA that certificate
+        #: chains to; None: this store has no key pair (or no CA) to provision with.
         self.provision_with: Identity | None = None
+        self.provision_authority: Certificate | None = None
 
     def add_identity(self, identity: Identity) -> None:
         self.identities.setdefault(identity.address, []).append(identity)
@@ -65,18 +70,32 @@ class MemoryStore:
     def sealrelay_lookup_subscriber(self, address: str) -> Subscriber | None:
         return Subscriber(address=address) if address in self.subscribers else None
 
+    # Provisioning, the three steps the bus runs. A stand-in: the "new" key pair and its
+    # certificate are those of `provision_with`, whatever the address (the hook tests in
+    # tests/test_hooks.py check the real contract: fresh keys, certificates for them).
+
     @hookimpl
-    def sealrelay_provision_identity(self, address: str) -> Identity | None:
-        if self.provision_with is None:
-            return None
-        self.provisioned.append(address)
-        identity = Identity(
-            address=address,
-            certificate=self.provision_with.certificate,
-            private_key=self.provision_with.private_key,
+    def sealrelay_new_key_pair(self) -> PrivateKeyTypes | None:
+        return self.provision_with.private_key if self.provision_with is not None else None
+
+    @hookimpl
+    def sealrelay_issue_certificate(self, public_key: PublicKeyTypes) -> IssuedCertificate | None:
+        given = self.provision_with
+        if given is None or self.provision_authority is None:
+            return None  # no CA here
+        if public_key != given.private_key.public_key():
+            return None  # not the key this store handed out: not its to certify
+        return IssuedCertificate(
+            certificate=given.certificate, chain=given.chain, authority=self.provision_authority
         )
+
+    @hookimpl
+    def sealrelay_store_identity(self, identity: Identity, authority: Certificate | None) -> str:
+        self.provisioned.append(identity.address)
         self.add_identity(identity)
-        return identity
+        if authority is not None and authority not in self.anchors:
+            self.anchors.append(authority)
+        return identity.certificate.fingerprint
 
     @hookimpl
     def sealrelay_harvest_certificate(self, address: str, certificate: Certificate) -> str:

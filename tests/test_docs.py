@@ -11,12 +11,15 @@ shows is run with pytest; the guide's copy of the example plugin is the shipped 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import inspect
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -417,20 +420,30 @@ def test_crypto_examples_round_trip(tmp_path, monkeypatch, rsa_people):
 
 def test_identity_examples_work_together(tmp_path, monkeypatch):
     """The key, certificate and subscriber examples, on their default paths (relative to
-    config.toml), with the built-in S/MIME plugin doing the cryptography: Alice is a
-    subscriber without a key, gets one from the local CA, signs and encrypts to Bob; Bob
-    decrypts with his archived key, verifies against the CA bundle and keeps Alice's
-    certificate."""
+    config.toml), with the built-in S/MIME plugin doing the cryptography: the stash filler
+    makes keys ahead of time; Alice is a subscriber without a key, gets one from the stash,
+    certified by the local CA and kept as a PKCS#12 file; she signs and encrypts to Bob; the
+    CA's CRL is published; Bob decrypts with his archived key, verifies against the CA bundle
+    (where provisioning put the CA) and keeps Alice's certificate."""
     names = (
+        "stash_filler",
         "subscribers_file",
+        "p12_keys",
+        "key_stash",
         "local_ca",
-        "pem_directory",
+        "p12_store",
         "key_archive",
+        "pem_directory",
         "ca_bundle",
         "crl_directory",
+        "crl_publisher",
         "harvest_to_directory",
     )
     examples = {name: execute(block_named(name), monkeypatch) for name in names}
+    monkeypatch.setenv("SEALRELAY_STASH_PASSPHRASE", "stash passphrase")
+    monkeypatch.setenv("SEALRELAY_P12_PASSPHRASE", "p12 passphrase")
+    # The built-in store (policy_sql) keeps the provisioned identity too, under the master key.
+    monkeypatch.setenv("SEALRELAY_MASTER_KEY", base64.b64encode(bytes(range(32))).decode())
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue("Example CA", ca_key, None, ca_key)
     bob_key = ec.generate_private_key(ec.SECP256R1())
@@ -444,7 +457,6 @@ def test_identity_examples_work_together(tmp_path, monkeypatch):
             serialization.NoEncryption(),
         )
     )
-    (tmp_path / "smime-roots.pem").write_bytes(_pem(ca))
     (tmp_path / "subscribers.txt").write_text("alice@example.org staff  # Alice\n")
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "bob@example.net.pem").write_bytes(_pem(bob))
@@ -454,7 +466,6 @@ def test_identity_examples_work_together(tmp_path, monkeypatch):
     (archive / "2025.p12").write_bytes(
         pkcs12.serialize_key_and_certificates(b"bob", bob_key, bob, None, encryption)
     )
-    (tmp_path / "crls").mkdir()
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.subject)
@@ -462,32 +473,68 @@ def test_identity_examples_work_together(tmp_path, monkeypatch):
         .next_update(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
         .sign(ca_key, hashes.SHA256())
     )
-    (tmp_path / "crls" / "example.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    config = make_config(tmp_path, {"policy": {"default": {"sign": "clear", "encrypt": "always"}}})
+    config = make_config(
+        tmp_path,
+        {
+            "policy": {"default": {"sign": "clear", "encrypt": "always"}},
+            "keypool": {"provision_on_send": True, "key_type": "ec-p256"},
+        },
+    )
     plugins = {
         name: plugin
         for module in examples.values()
         for name, plugin in plugin_objects(module).items()
         if hooks_of(plugin)
     }
+    loaded = load(config, plugins)
+    [filler] = examples["stash_filler"].sealrelay_background_services(config=config)
+    stash = tmp_path / "key-stash" / "ec-p256"
 
-    with MessageBus(load(config, plugins), config) as bus:
+    with MessageBus(loaded, config) as bus:
+        # The filler runs as `serve` runs it, until the stash holds [keypool] size keys.
+        stop = threading.Event()
+        service = threading.Thread(target=filler.run, args=(bus, stop))
+        service.start()
+        deadline = time.monotonic() + 60
+        while len(list(stash.glob("*.pem"))) < config.keypool.size:
+            assert time.monotonic() < deadline, "the stash filler made no keys"
+            time.sleep(0.01)
+        stop.set()
+        service.join(timeout=10)
+        assert not service.is_alive()
+
         envelope = Envelope(sender="alice@example.org", recipients=("bob@example.net",))
         result = bus.process_outbound(envelope, MESSAGE)
         assert (result.rejected, result.deferred) == ((), ())
         [sent] = result.messages
         assert (sent.signed, sent.encrypted) == (True, True)
+        published, failed = bus.publish_revocation_list(
+            crl.public_bytes(serialization.Encoding.DER)
+        )
         inbound = Envelope(
             sender="alice@example.org", recipients=("bob@example.net",), direction="inbound"
         )
         received = bus.process_inbound(inbound, sent.content, "bob@example.net")
 
+    # One key left the stash, for good, and Alice's sealed PKCS#12 file holds it.
+    assert len(list(stash.glob("*.pem"))) == config.keypool.size - 1
+    p12 = (tmp_path / "keys" / "alice@example.org.p12").read_bytes()
+    key, certificate, _ = pkcs12.load_key_and_certificates(p12, b"p12 passphrase")
+    assert key is not None
+    assert certificate is not None
+    assert certificate.public_key() == key.public_key()
+    assert certificate.issuer == ca.subject
+    # The CRL went to every store: the publisher's file is what crl_directory reads.
+    crl_der = crl.public_bytes(serialization.Encoding.DER)
+    assert ("crl_publisher" in published, failed) == (True, [])
+    assert [path.read_bytes() for path in (tmp_path / "crls").glob("*.crl")] == [crl_der]
     assert received.decrypted
     assert received.signature.status == "valid", received.signature
     assert b"The figures: 42." in received.content
     # Harvested into the directory the pem_directory example reads.
     alice_pem = (tmp_path / "certs" / "alice@example.org.pem").read_bytes()
     [alice] = x509.load_pem_x509_certificates(alice_pem)
+    assert alice == certificate
     assert received.harvested == (Certificate(der=_der(alice)).fingerprint,)
 
 

@@ -18,25 +18,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import pluggy
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sealrelay import (
     AdminCommand,
+    BackgroundService,
     Certificate,
     CommandContext,
     CommandError,
@@ -49,12 +53,14 @@ from sealrelay import (
     Envelope,
     Frontend,
     Identity,
+    IssuedCertificate,
     MessageBus,
     MessageError,
     Parameter,
     PluginError,
     Policy,
     ProcessingReport,
+    ProvisioningError,
     RejectMessage,
     SealrelayError,
     SignatureCheck,
@@ -63,7 +69,7 @@ from sealrelay import (
     hookimpl,
 )
 from sealrelay.core.commands import CommandRegistry
-from sealrelay.core.config import parse_config
+from sealrelay.core.config import ENV_MASTER_KEY, parse_config
 from sealrelay.core.plugins import LoadedPlugins, load_plugins
 from sealrelay.plugins import BUILTIN_PLUGINS
 
@@ -80,6 +86,15 @@ SECRET = "SECRET-FIGURES-42"
 #: The built-in S/MIME plugin answers every crypto hook, last (trylast): the toy plugins here
 #: win over it. Tests of what happens when *nobody* answers switch it off, as an operator can.
 WITHOUT_BUILTIN_CRYPTO = ("crypto_smime",)
+#: The built-in key pool and CA answer the provisioning hooks last (trylast) too, and run
+#: background services; tests of what happens when nobody hands out a key or issues a
+#: certificate switch them off.
+WITHOUT_BUILTIN_PROVISIONING = ("keypool", "ca_builtin")
+#: The built-in store keeps provisioned identities sealed under the master key; tests whose
+#: own stores keep them switch it off, so that it needs no master key (one test gives it one).
+WITHOUT_BUILTIN_STORE = ("policy_sql",)
+#: Provisioning when a subscriber without a key sends is off unless the operator turns it on.
+PROVISION_ON_SEND = {"provision_on_send": True, "key_type": "ec-p256"}
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -232,16 +247,32 @@ class TinyPKI:
         self, address: str, *, valid_days: int = 365, expired: bool = False, trusted: bool = True
     ) -> Identity:
         key = ec.generate_private_key(ec.SECP256R1())
+        certificate = self.certify(
+            address, key.public_key(), valid_days=valid_days, expired=expired, trusted=trusted
+        )
+        return Identity(address=address, certificate=certificate, chain=(self.ca,), private_key=key)
+
+    def certify(
+        self,
+        address: str,
+        public_key: PublicKeyTypes,
+        *,
+        valid_days: int = 365,
+        expired: bool = False,
+        trusted: bool = True,
+    ) -> Certificate:
+        """An S/MIME certificate for *address* over a key the CA did not make."""
         now = dt.datetime.now(dt.UTC)
         not_before, not_after = now - dt.timedelta(days=1), now + dt.timedelta(days=valid_days)
         if expired:
             not_before, not_after = now - dt.timedelta(days=400), now - dt.timedelta(days=30)
+        is_rsa = isinstance(public_key, rsa.RSAPublicKey)
         usage = x509.KeyUsage(
             digital_signature=True,
             content_commitment=False,
-            key_encipherment=False,
+            key_encipherment=is_rsa,  # an RSA key encrypts by key transport ...
             data_encipherment=False,
-            key_agreement=True,  # an EC key encrypts by key agreement
+            key_agreement=not is_rsa,  # ... an EC key by key agreement
             key_cert_sign=False,
             crl_sign=False,
             encipher_only=False,
@@ -251,7 +282,7 @@ class TinyPKI:
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
             .issuer_name(self.ca.x509.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)  # type: ignore[arg-type]
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
@@ -263,10 +294,7 @@ class TinyPKI:
             .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
-        certificate = Certificate(
-            der=cert.public_bytes(serialization.Encoding.DER), trusted=trusted
-        )
-        return Identity(address=address, certificate=certificate, chain=(self.ca,), private_key=key)
+        return Certificate(der=cert.public_bytes(serialization.Encoding.DER), trusted=trusted)
 
     def crl(self, *revoked: Certificate) -> bytes:
         """A DER CRL from the CA listing *revoked*."""
@@ -309,6 +337,7 @@ def make_config(
     stages: Mapping[str, bool] | None = None,
     plugins: Mapping[str, Any] | None = None,
     disabled: tuple[str, ...] = (),
+    keypool: Mapping[str, Any] | None = None,
 ) -> Config:
     """A config like the shipped one ([policy.default]: sign clear, encrypt if possible), its
     data directory in tmp_path. *disabled* lists plugins not to load ([plugins] disabled)."""
@@ -316,6 +345,7 @@ def make_config(
         "storage": {"data_dir": str(tmp_path / "var")},
         "policy": {"default": {"sign": "clear", "encrypt": "if-possible", **(policy or {})}},
         "stages": dict(stages or {}),
+        "keypool": dict(keypool or {}),
         "plugins": {"disabled": list(disabled), **(plugins or {})},
     }
     return parse_config(document, tmp_path / "config.toml")
@@ -340,8 +370,8 @@ Relay = Callable[..., MessageBus]
 
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[Relay]:
-    """``relay({"name": plugin, ...}, policy=..., stages=..., disabled=...)``: an opened
-    MessageBus over the built-ins and *plugins*."""
+    """``relay({"name": plugin, ...}, policy=..., stages=..., disabled=..., keypool=...)``: an
+    opened MessageBus over the built-ins and *plugins*."""
     opened: list[MessageBus] = []
 
     def make(
@@ -350,8 +380,11 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
         policy: Mapping[str, Any] | None = None,
         stages: Mapping[str, bool] | None = None,
         disabled: tuple[str, ...] = (),
+        keypool: Mapping[str, Any] | None = None,
     ) -> MessageBus:
-        config = make_config(tmp_path, policy=policy, stages=stages, disabled=disabled)
+        config = make_config(
+            tmp_path, policy=policy, stages=stages, disabled=disabled, keypool=keypool
+        )
         bus = MessageBus(load(config, plugins), config).open()
         opened.append(bus)
         return bus
@@ -817,6 +850,100 @@ def test_hook_sealrelay_shutdown(tmp_path, caplog):
     assert "broken_cache failed in sealrelay_shutdown" in caplog.text
 
 
+class PoolFiller:
+    """A background service that keeps a pool of P-256 key pairs filled until it is told to
+    stop, and hands them out (``sealrelay_new_key_pair``), as the built-in key pool does."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pool: list[ec.EllipticCurvePrivateKey] = []
+        self.lock = threading.Lock()
+        self.configs: list[Config] = []
+
+    @hookimpl
+    def sealrelay_background_services(self, config: Config) -> list[BackgroundService]:
+        self.configs.append(config)
+        return [BackgroundService(name="pool-filler", run=self.run)]
+
+    def run(self, bus: MessageBus, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self.lock:
+                missing = len(self.pool) < self.size
+                if missing:
+                    self.pool.append(ec.generate_private_key(ec.SECP256R1()))
+            if not missing:
+                stop.wait(0.01)
+
+    @hookimpl
+    def sealrelay_new_key_pair(self, key_type: str) -> PrivateKeyTypes | None:
+        with self.lock:
+            return self.pool.pop(0) if key_type == "ec-p256" and self.pool else None
+
+
+class CrlRefresher:
+    """A background service that publishes the CA's CRL through the bus, then waits."""
+
+    def __init__(self, pki: TinyPKI) -> None:
+        self.pki = pki
+
+    @hookimpl
+    def sealrelay_background_services(self) -> list[BackgroundService]:
+        return [BackgroundService(name="crl-refresher", run=self.run)]
+
+    def run(self, bus: MessageBus, stop: threading.Event) -> None:
+        while True:
+            bus.publish_revocation_list(self.pki.crl())
+            if stop.wait(3600):
+                return
+
+
+class NoServices:
+    @hookimpl
+    def sealrelay_background_services(self) -> list[BackgroundService]:
+        return []
+
+
+def test_hook_sealrelay_background_services(tmp_path, pki):
+    # As `sealrelay serve`'s supervisor calls it: once, before the workers start; then each
+    # service's run(bus, stop) with an opened bus, until stop is set. (serve gives each a
+    # process of its own; threads do here.) The built-in services are switched off so that
+    # only the test's run.
+    config = make_config(tmp_path, keypool=PROVISION_ON_SEND, disabled=WITHOUT_BUILTIN_PROVISIONING)
+    filler, mirror = PoolFiller(size=3), CrlMirror()
+    plugins = {"filler": filler, "refresher": CrlRefresher(pki), "none": NoServices()}
+    loaded = load(config, {**plugins, "mirror": mirror})
+
+    answers = loaded.pm.hook.sealrelay_background_services(config=config)
+
+    # Collect-all: one list per plugin, flattened; the empty one contributes nothing.
+    services = [service for answer in answers for service in answer]
+    assert sorted(service.name for service in services) == ["crl-refresher", "pool-filler"]
+    assert filler.configs == [config]
+    stop = threading.Event()
+    with MessageBus(loaded, config) as bus:
+        threads = [
+            threading.Thread(target=service.run, args=(bus, stop), name=service.name)
+            for service in services
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while (len(filler.pool) < 3 or not mirror.received) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        # Each returns soon after stop is set.
+        assert [thread.name for thread in threads if thread.is_alive()] == []
+        # What they did reaches the pipeline: the refresher's CRL went through the bus to the
+        # stores, the pool's keys are handed out to provisioning.
+        [crl] = mirror.received
+        assert x509.load_der_x509_crl(crl).issuer == pki.ca.x509.subject
+        pooled = list(filler.pool)
+        assert len(pooled) == 3
+        assert loaded.pm.hook.sealrelay_new_key_pair(key_type="ec-p256") is pooled[0]
+
+
 # == policy =================================================================================
 
 
@@ -1036,37 +1163,110 @@ class Directory:
         return self.subscribers.get(address)
 
 
-class KeyPool:
-    """Issues a key from the tiny CA on demand and keeps it, so later messages find it."""
+class KeyMaker:
+    """Makes a new EC key pair for every request of a kind it knows (``sealrelay_new_key_pair``):
+    EC keys are quick enough to make while a message waits."""
 
-    def __init__(self, pki: TinyPKI) -> None:
+    CURVES: Final = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.made: list[ec.EllipticCurvePrivateKey] = []
+
+    @hookimpl
+    def sealrelay_new_key_pair(self, key_type: str) -> PrivateKeyTypes | None:
+        self.asked.append(key_type)
+        curve = self.CURVES.get(key_type)
+        if curve is None:
+            return None  # not a kind this plugin makes
+        key = ec.generate_private_key(curve())
+        self.made.append(key)
+        return key
+
+
+class KeyStash:
+    """Hands out P-256 key pairs made ahead of time, each once; None when it has none left."""
+
+    def __init__(self, *keys: ec.EllipticCurvePrivateKey) -> None:
+        self.keys = list(keys)
+        self.asked: list[str] = []
+
+    @hookimpl
+    def sealrelay_new_key_pair(self, key_type: str) -> PrivateKeyTypes | None:
+        self.asked.append(key_type)
+        if key_type != "ec-p256" or not self.keys:
+            return None
+        return self.keys.pop(0)
+
+
+class CompanyCA:
+    """A CA the relay runs (``sealrelay_issue_certificate``): certifies the key it is shown for
+    the addresses of its domain, and has no opinion on any other address."""
+
+    def __init__(self, pki: TinyPKI, domain: str = "example.org") -> None:
         self.pki = pki
-        self.issued: dict[str, Identity] = {}
-        self.provisioned: list[str] = []
+        self.domain = domain
+        self.calls: list[tuple[str, PublicKeyTypes]] = []
+        self.issued: list[IssuedCertificate] = []
+
+    @hookimpl
+    def sealrelay_issue_certificate(
+        self, address: str, public_key: PublicKeyTypes
+    ) -> IssuedCertificate | None:
+        self.calls.append((address, public_key))
+        if address.rpartition("@")[2] != self.domain:
+            return None
+        certificate = self.pki.certify(address, public_key)
+        issued = IssuedCertificate(certificate=certificate, authority=self.pki.ca)
+        self.issued.append(issued)
+        return issued
+
+
+class Vault:
+    """Keeps provisioned identities (``sealrelay_store_identity``) and signs with them later;
+    ``keeps=False``: a store that keeps no identities (it answers None)."""
+
+    def __init__(self, *, keeps: bool = True) -> None:
+        self.keeps = keeps
+        self.offered: list[tuple[Identity, Certificate | None]] = []
+        self.kept: dict[str, Identity] = {}
+
+    @hookimpl
+    def sealrelay_store_identity(
+        self, identity: Identity, authority: Certificate | None
+    ) -> str | None:
+        self.offered.append((identity, authority))
+        if not self.keeps:
+            return None
+        self.kept[identity.address] = identity
+        return identity.certificate.fingerprint
 
     @hookimpl
     def sealrelay_signing_identity(self, address: str) -> Identity | None:
-        return self.issued.get(address)
+        return self.kept.get(address)
 
-    @hookimpl
-    def sealrelay_provision_identity(self, address: str) -> Identity:
-        self.provisioned.append(address)
-        self.issued[address] = self.pki.issue(address)
-        return self.issued[address]
+
+def signer_of(message: bytes) -> str:
+    """The fingerprint of the certificate a toy signature names."""
+    return signature_of(message)[1].split(b"signer=")[1].split()[0].decode()
 
 
 MALLORY = "mallory@example.org"  # a subscriber whose account is disabled
+ERIN = "erin@example.org"  # another subscriber
 
 
 def test_hook_sealrelay_lookup_subscriber(relay, pki):
     directory = Directory(Subscriber(address=ALICE), Subscriber(address=MALLORY, enabled=False))
-    pool = KeyPool(pki)
-    bus = relay({"pool": pool, "signer": ToySigner(), "directory": directory})
+    keys, vault = KeyMaker(), Vault()
+    plugins = {"keys": keys, "ca": CompanyCA(pki), "vault": vault, "signer": ToySigner()}
+    on_send = {"keypool": PROVISION_ON_SEND, "disabled": WITHOUT_BUILTIN_STORE}
+    bus = relay({**plugins, "directory": directory}, **on_send)
 
-    # A subscriber without a key gets one: the lookup is what allows provisioning.
+    # A subscriber without a key gets one as she sends: the lookup is what allows it.
     [copy] = outbound(bus, make_message(), BOB).messages
     assert copy.signed
-    assert (directory.asked, pool.provisioned) == ([ALICE], [ALICE])
+    assert directory.asked == [ALICE]
+    assert list(vault.kept) == [ALICE]
 
     # Not a subscriber (None), or a disabled one: no key is made, the message waits.
     for stranger in (DAVE, MALLORY):
@@ -1074,18 +1274,20 @@ def test_hook_sealrelay_lookup_subscriber(relay, pki):
         assert result.messages == ()
         assert "no signing key is known for " + stranger in result.deferred[0].reason
     assert directory.asked == [ALICE, DAVE, MALLORY]
-    assert pool.provisioned == [ALICE]
+    assert (keys.asked, list(vault.kept)) == (["ec-p256"], [ALICE])
 
     # firstresult: a directory that does not know the address defers to the next one.
     other = Directory()
-    bus = relay({"pool": KeyPool(pki), "signer": ToySigner(), "d1": directory, "d2": other})
+    bus = relay({**plugins, "vault": Vault(), "d1": directory, "d2": other}, **on_send)
     assert outbound(bus, make_message(), BOB).messages[0].signed
     assert other.asked == [ALICE]
 
-    # With the provision stage off, nobody is asked.
+    # Provisioning on send off (the default): nobody is asked, and the message waits for the
+    # operator to give the subscriber a key.
     quiet = Directory(Subscriber(address=ALICE))
-    bus = relay({"pool": KeyPool(pki), "directory": quiet}, stages={"provision": False})
-    assert outbound(bus, make_message(), BOB).deferred
+    bus = relay({**plugins, "vault": Vault(), "directory": quiet}, disabled=WITHOUT_BUILTIN_STORE)
+    [deferred] = outbound(bus, make_message(), BOB).deferred
+    assert "subscriber add --provision" in deferred.reason
     assert quiet.asked == []
 
 
@@ -1128,10 +1330,13 @@ def test_check_credentials_failure_is_temporary_and_names_the_plugin(relay):
 
 def test_lookup_subscriber_failure_defers_naming_the_plugin(relay, pki):
     plugins = {
-        "pool": KeyPool(pki),
+        "keys": KeyMaker(),
+        "ca": CompanyCA(pki),
+        "vault": Vault(),
         "ldap": raising("sealrelay_lookup_subscriber", ConnectionError("ldap down")),
     }
-    [deferred] = outbound(relay(plugins), make_message(), BOB).deferred
+    bus = relay(plugins, keypool=PROVISION_ON_SEND, disabled=WITHOUT_BUILTIN_STORE)
+    [deferred] = outbound(bus, make_message(), BOB).deferred
     assert (deferred.plugin, deferred.temporary) == ("ldap", True)
     assert "ldap failed in sealrelay_lookup_subscriber" in deferred.reason
 
@@ -1171,6 +1376,7 @@ def test_signing_identity_missing_defers_and_never_sends_unsigned(relay):
     assert deferred.temporary
     assert "no signing key is known for alice@example.org" in deferred.reason
     assert "sealrelay identity import" in deferred.reason
+    assert "subscriber add --provision" in deferred.reason
     assert signer.calls == []
 
 
@@ -1184,39 +1390,235 @@ def test_signing_identity_failure_defers_naming_the_plugin(relay):
     assert "OSError: token removed" in deferred.reason
 
 
-def test_hook_sealrelay_provision_identity(relay, pki):
-    pool = KeyPool(pki)
-    bus = relay(
-        {"pool": pool, "signer": ToySigner(), "directory": Directory(Subscriber(address=ALICE))}
+def provisioning_relay(relay: Relay, plugins: Mapping[str, object], **options: Any) -> MessageBus:
+    """A relay where Alice is an enabled subscriber without a key, provisioning on send is on,
+    and only *plugins* hand out keys, issue certificates and keep identities (unless
+    *options* say otherwise)."""
+    options = {"keypool": PROVISION_ON_SEND, "disabled": WITHOUT_BUILTIN_STORE, **options}
+    return relay({"directory": Directory(Subscriber(address=ALICE)), **plugins}, **options)
+
+
+def test_hook_sealrelay_new_key_pair(relay, pki):
+    made_ahead = ec.generate_private_key(ec.SECP256R1())
+    maker, stash, ca, vault, signer = (
+        KeyMaker(),
+        KeyStash(made_ahead),
+        CompanyCA(pki),
+        Vault(),
+        ToySigner(),
+    )
+    plugins = {"maker": maker, "stash": stash, "ca": ca, "vault": vault, "signer": signer}
+    bus = provisioning_relay(relay, plugins)
+
+    [copy] = outbound(bus, make_message(), BOB).messages
+
+    # Asked once, with [keypool] key_type; firstresult: the stash (registered after the maker,
+    # so asked first) answered, and the maker was not asked.
+    assert (stash.asked, maker.asked) == (["ec-p256"], [])
+    # The key handed out is the one certified, kept and signed with.
+    assert ca.calls == [(ALICE, made_ahead.public_key())]
+    assert vault.kept[ALICE].private_key is made_ahead
+    assert signer_of(copy.content) == vault.kept[ALICE].certificate.fingerprint
+    # Provisioned once: the next message is signed with the kept key; nobody is asked again.
+    assert outbound(bus, make_message(), BOB).messages[0].signed
+    assert stash.asked == ["ec-p256"]
+
+    # None: the stash is empty now, so the maker hands out a key of its own. Every
+    # provisioning gets a key nobody was given before.
+    bus.provision(ERIN)  # as `sealrelay subscriber add --provision` does
+    assert (stash.asked, maker.asked) == (["ec-p256", "ec-p256"], ["ec-p256"])
+    assert vault.kept[ERIN].private_key is maker.made[0]
+
+    # Nobody has a key of the kind configured: provisioning fails naming the hook and the
+    # kind, no certificate is issued, and the message is deferred, never sent unsigned.
+    ca.calls.clear()
+    signer.calls.clear()
+    rsa_wanted = provisioning_relay(
+        relay,
+        {**plugins, "vault": Vault()},
+        keypool={**PROVISION_ON_SEND, "key_type": "rsa3072"},
+        disabled=(*WITHOUT_BUILTIN_STORE, *WITHOUT_BUILTIN_PROVISIONING),
+    )
+    result = outbound(rsa_wanted, make_message(), BOB)
+    assert result.messages == ()
+    [deferred] = result.deferred
+    assert deferred.temporary
+    assert "sealrelay_new_key_pair" in deferred.reason
+    assert "rsa3072" in deferred.reason
+    assert (ca.calls, signer.calls) == ([], [])
+
+    # Not asked for a sender who is not a subscriber, nor with the provision stage off.
+    maker.asked.clear()
+    assert outbound(bus, make_message(sender=DAVE), BOB, sender=DAVE).deferred
+    off = provisioning_relay(relay, {**plugins, "vault": Vault()}, stages={"provision": False})
+    [deferred] = outbound(off, make_message(), BOB).deferred
+    assert "no signing key is known for alice@example.org" in deferred.reason
+    assert maker.asked == []
+
+
+def test_new_key_pair_failure_defers_naming_the_plugin(relay, pki):
+    ca, vault, signer = CompanyCA(pki), Vault(), ToySigner()
+    hsm = raising("sealrelay_new_key_pair", OSError("token removed"))
+    bus = provisioning_relay(relay, {"ca": ca, "vault": vault, "signer": signer, "hsm": hsm})
+
+    result = outbound(bus, make_message(), BOB)
+
+    assert result.messages == ()
+    [deferred] = result.deferred
+    assert deferred.temporary
+    assert "plugin hsm failed in sealrelay_new_key_pair: OSError: token removed" in deferred.reason
+    assert (ca.calls, vault.offered, signer.calls) == ([], [], [])
+    # `subscriber add --provision` gets the same reason, as a ProvisioningError.
+    with pytest.raises(ProvisioningError, match="plugin hsm failed in sealrelay_new_key_pair"):
+        bus.provision(ALICE)
+
+
+def test_provisioning_failure_records_the_plugin(relay, pki):
+    # Like every other plugin failure on the outbound path, the deferral names the plugin in
+    # RecipientFailure.plugin too (the audit log and the console show it).
+    hsm = raising("sealrelay_new_key_pair", OSError("token removed"))
+    bus = provisioning_relay(relay, {"ca": CompanyCA(pki), "vault": Vault(), "hsm": hsm})
+    [deferred] = outbound(bus, make_message(), BOB).deferred
+    assert deferred.plugin == "hsm"
+
+
+def test_hook_sealrelay_issue_certificate(relay, pki, other_pki):
+    keys, vault, signer = KeyMaker(), Vault(), ToySigner()
+    company, partner = CompanyCA(pki), CompanyCA(other_pki, domain="partner.example")
+    plugins = {"keys": keys, "vault": vault, "signer": signer, "company": company}
+    bus = provisioning_relay(relay, {**plugins, "partner": partner})
+
+    [copy] = outbound(bus, make_message(), BOB).messages
+
+    # Asked after a key was handed out, with the subscriber's address and the key's public
+    # half; firstresult: the partner's CA (registered last, asked first) has no opinion on an
+    # address outside its domain, the company's CA answers.
+    [key] = keys.made
+    assert partner.calls == company.calls == [(ALICE, key.public_key())]
+    [issued] = company.issued
+    assert issued.certificate.x509.public_key() == key.public_key()
+    # The certificate and chain it issued, with the key, are what the stores are offered,
+    # with the authority to keep as a trust anchor; the message is signed with it.
+    [(identity, authority)] = vault.offered
+    assert (identity.address, identity.private_key) == (ALICE, key)
+    assert (identity.certificate, identity.chain) == (issued.certificate, issued.chain)
+    assert authority == pki.ca
+    assert signer_of(copy.content) == issued.certificate.fingerprint
+
+    # None from every CA: provisioning fails naming the hook; no store is offered the key,
+    # and the message is deferred, never sent unsigned.
+    signer.calls.clear()
+    unused = Vault()
+    nobody = provisioning_relay(
+        relay,
+        {**plugins, "vault": unused, "company": CompanyCA(pki, domain="elsewhere.example")},
+        disabled=(*WITHOUT_BUILTIN_STORE, *WITHOUT_BUILTIN_PROVISIONING),
+    )
+    result = outbound(nobody, make_message(), BOB)
+    assert result.messages == ()
+    [deferred] = result.deferred
+    assert "sealrelay_issue_certificate" in deferred.reason
+    assert ALICE in deferred.reason
+    assert (unused.offered, signer.calls) == ([], [])
+
+
+def test_issue_certificate_failure_defers_and_the_key_pair_is_not_used_again(relay, pki):
+    class FlakyCA(CompanyCA):
+        """Offline the first time it is asked."""
+
+        @hookimpl
+        def sealrelay_issue_certificate(
+            self, address: str, public_key: PublicKeyTypes
+        ) -> IssuedCertificate | None:
+            if not self.calls:
+                self.calls.append((address, public_key))
+                raise ConnectionError("CA offline")
+            return super().sealrelay_issue_certificate(address, public_key)
+
+    keys, vault, signer = KeyMaker(), Vault(), ToySigner()
+    bus = provisioning_relay(
+        relay, {"keys": keys, "vault": vault, "signer": signer, "ca": FlakyCA(pki)}
     )
 
-    first = outbound(bus, make_message(), BOB).messages[0]
-    second = outbound(bus, make_message(), BOB).messages[0]
+    first = outbound(bus, make_message(), BOB)
 
-    # Provisioned once, stored, found by sealrelay_signing_identity the second time.
-    assert pool.provisioned == [ALICE]
-    issued = pool.issued[ALICE].certificate.fingerprint.encode()
-    assert b"signer=" + issued in signature_of(first.content)[1]
-    assert b"signer=" + issued in signature_of(second.content)[1]
+    # An exception fails the provisioning naming the plugin: deferred, not sent unsigned.
+    assert first.messages == ()
+    [deferred] = first.deferred
+    assert deferred.temporary
+    assert "plugin ca failed in sealrelay_issue_certificate: ConnectionError" in deferred.reason
+    assert (vault.offered, signer.calls) == ([], [])
+    # The next attempt starts with a new key pair: the one the failed attempt got is not used.
+    [copy] = outbound(bus, make_message(), BOB).messages
+    assert len(keys.made) == 2
+    assert vault.kept[ALICE].private_key is keys.made[1]
+    assert signer_of(copy.content) == vault.kept[ALICE].certificate.fingerprint
 
-    # None (no CA configured) means no key: the message is deferred, not sent unsigned.
-    class NoCA:
-        @hookimpl
-        def sealrelay_provision_identity(self, address: str) -> None:
-            return None
 
-    bus = relay({"pool": NoCA(), "directory": Directory(Subscriber(address=ALICE))})
+def test_hook_sealrelay_store_identity(relay, pki, monkeypatch):
+    # The built-in store (policy_sql) seals private keys under the master key.
+    monkeypatch.setenv(ENV_MASTER_KEY, base64.b64encode(bytes(range(32))).decode())
+    keys, ca = KeyMaker(), CompanyCA(pki)
+    keeper, declines = Vault(), Vault(keeps=False)
+    plugins = {"keys": keys, "ca": ca, "keeper": keeper, "declines": declines}
+    bus = relay(plugins, keypool=PROVISION_ON_SEND)
+
+    identity = bus.provision(ALICE)  # as `sealrelay subscriber add --provision` does
+
+    # Called once, at the end of provisioning: the key handed out with the certificate issued
+    # for it, and the CA to keep as a trust anchor. Collect-all: every store is offered it.
+    [issued] = ca.issued
+    assert (identity.private_key, identity.certificate) == (keys.made[0], issued.certificate)
+    assert keeper.offered == declines.offered == [(identity, pki.ca)]
+    assert list(keeper.kept) == [ALICE]
+    # The built-in store kept it too: a relay with none of the test's stores signs with it,
+    # and trusts the CA that issued it.
+    signer = ToySigner()
+    later = relay({"signer": signer})
+    [copy] = outbound(later, make_message(), BOB).messages
+    assert signer_of(copy.content) == identity.certificate.fingerprint
+    anchors = later.plugins.pm.hook.sealrelay_trust_anchors()
+    assert pki.ca.fingerprint in {anchor.fingerprint for answer in anchors for anchor in answer}
+
+    # Nobody keeps it (None from every store): the key would be lost, so provisioning fails,
+    # and the message that needed the key is deferred, never sent unsigned.
+    signer.calls.clear()
+    lost = provisioning_relay(
+        relay, {"keys": keys, "ca": ca, "declines": declines, "signer": signer}
+    )
+    with pytest.raises(ProvisioningError, match="sealrelay_store_identity"):
+        lost.provision(ALICE)
+    result = outbound(lost, make_message(), BOB)
+    assert result.messages == ()
+    [deferred] = result.deferred
+    assert deferred.temporary
+    assert "sealrelay_store_identity" in deferred.reason
+    assert signer.calls == []
+
+
+def test_store_identity_failure_fails_provisioning_naming_the_plugin(relay, pki):
+    signer = ToySigner()
+    plugins = {
+        "keys": KeyMaker(),
+        "ca": CompanyCA(pki),
+        "signer": signer,
+        "full_disk": raising("sealrelay_store_identity", OSError("disk full")),
+    }
+    bus = provisioning_relay(relay, plugins)
+
+    with pytest.raises(ProvisioningError, match=r"no store kept .*failed: full_disk"):
+        bus.provision(ALICE)
     result = outbound(bus, make_message(), BOB)
     assert result.messages == ()
-    assert "no signing key" in result.deferred[0].reason
+    [deferred] = result.deferred
+    assert "failed: full_disk" in deferred.reason
+    assert deferred.plugin == "full_disk"
+    assert signer.calls == []
 
-    # An exception defers, naming the plugin.
-    broken = {
-        "pool": raising("sealrelay_provision_identity", ValueError("pool empty")),
-        "directory": Directory(Subscriber(address=ALICE)),
-    }
-    [deferred] = outbound(relay(broken), make_message(), BOB).deferred
-    assert deferred.plugin == "pool"
+    # Each store is asked on its own: one that fails does not keep another from storing.
+    vault = Vault()
+    bus = provisioning_relay(relay, {**plugins, "vault": vault})
+    assert bus.provision(ALICE).certificate == vault.kept[ALICE].certificate
 
 
 def test_hook_sealrelay_decryption_identities(relay, pki):
@@ -1420,6 +1822,64 @@ def test_hook_sealrelay_revocation_lists(relay, pki):
     result = inbound(relay(broken), message)
     assert result.signature.status == "invalid"
     assert "crl_fetcher failed in sealrelay_revocation_lists" in (result.signature.reason or "")
+
+
+class CrlMirror:
+    """Keeps the CRLs the relay's CA publishes (``sealrelay_store_revocation_list``), e.g. for
+    the web server behind the CRL distribution point; with *issuer*, only that CA's."""
+
+    def __init__(self, issuer: x509.Name | None = None) -> None:
+        self.issuer = issuer
+        self.received: list[bytes] = []
+
+    @hookimpl
+    def sealrelay_store_revocation_list(self, crl: bytes) -> str | None:
+        self.received.append(crl)
+        if self.issuer is not None and x509.load_der_x509_crl(crl).issuer != self.issuer:
+            return None  # another CA's list: not kept here
+        return hashlib.sha256(crl).hexdigest()
+
+
+def test_hook_sealrelay_store_revocation_list(relay, pki, other_pki, monkeypatch, caplog):
+    # The built-in store (policy_sql) keeps Alice's provisioned key, sealed under the master key.
+    monkeypatch.setenv(ENV_MASTER_KEY, base64.b64encode(bytes(range(32))).decode())
+    mirror, partners = CrlMirror(), CrlMirror(issuer=other_pki.ca.x509.subject)
+    plugins = {"keys": KeyMaker(), "ca": CompanyCA(pki), "signer": ToySigner()}
+    bus = relay({**plugins, "mirror": mirror, "partners": partners}, keypool=PROVISION_ON_SEND)
+    alice = bus.provision(ALICE)
+    assert outbound(bus, make_message(), BOB).messages[0].signed
+    assert (mirror.received, partners.received) == ([], [])  # not called while mail flows
+
+    # The relay's CA revokes Alice's certificate and publishes its new CRL.
+    crl = pki.crl(alice.certificate)
+    stored, failed = bus.publish_revocation_list(crl)
+
+    # Collect-all: every store is handed the CRL; the stores that kept it come back (the
+    # partners' mirror answered None: not its CA). The built-in store kept it because it
+    # keeps the CA, which provisioning gave it as a trust anchor.
+    assert mirror.received == partners.received == [crl]
+    assert (sorted(stored), failed) == (["mirror", "policy_sql"], [])
+    crls = bus.plugins.pm.hook.sealrelay_revocation_lists()
+    assert crl in [known for answer in crls for known in answer]
+    # ... and stops using the revoked certificate at once: Alice has no key to sign with now,
+    # and her message waits rather than going out unsigned.
+    result = outbound(bus, make_message(), BOB)
+    assert result.messages == ()
+    assert "no signing key is known for alice@example.org" in result.deferred[0].reason
+
+    # A failing store is logged naming the plugin and reported; the other stores still get it.
+    after = CrlMirror()
+    broken = relay(
+        {
+            "mirror": after,
+            "cdp": raising("sealrelay_store_revocation_list", OSError("read-only")),
+        }
+    )
+    caplog.clear()
+    stored, failed = broken.publish_revocation_list(crl)
+    assert ("mirror" in stored, failed) == (True, ["cdp"])
+    assert after.received == [crl]
+    assert "plugin cdp failed in sealrelay_store_revocation_list" in caplog.text
 
 
 class Harvester:

@@ -321,16 +321,25 @@ class MessageBus:
 
     def _signing_identity(self, sender: str) -> Identity:
         identity: Identity | None = self._call("sealrelay_signing_identity", address=sender)
-        if identity is None and self.config.keypool.provision_on_send:
+        provisions = self.config.keypool.provision_on_send and self.config.stages.provision
+        if identity is None and provisions:
             subscriber = self._call("sealrelay_lookup_subscriber", address=sender)
             if subscriber is not None and subscriber.enabled:
                 try:
                     identity = self.provision(sender)
                 except ProvisioningError as error:
                     raise DeferMessage(
-                        f"no signing key is known for {sender} and provisioning one failed: {error}"
+                        f"no signing key is known for {sender} and provisioning one failed: "
+                        f"{error}",
+                        plugin=error.plugin,
                     ) from error
         if identity is None:
+            if self.config.keypool.provision_on_send and not self.config.stages.provision:
+                raise DeferMessage(
+                    f"policy requires signing and no signing key is known for {sender}; "
+                    "[keypool] provision_on_send is on but the provision stage is off in "
+                    "[stages]: switch it on, or import a key with `sealrelay identity import`"
+                )
             raise DeferMessage(
                 f"policy requires signing and no signing key is known for {sender}; import one "
                 "with `sealrelay identity import`, or give the sender a new one with "
@@ -368,14 +377,15 @@ class MessageBus:
         identity = Identity(
             address=address, certificate=issued.certificate, chain=issued.chain, private_key=key
         )
-        stored = self._provisioning_call(
+        stored, failed = self._store_everywhere(
             "sealrelay_store_identity", identity=identity, authority=issued.authority
         )
-        if not any(stored):
+        if not stored:
             raise ProvisioningError(
-                f"no store kept the new identity of {address} (sealrelay_store_identity): enable "
-                f"policy_sql; the certificate {issued.certificate.fingerprint} was issued but is "
-                "unused"
+                f"no store kept the new identity of {address} (sealrelay_store_identity"
+                f"{'; failed: ' + ', '.join(failed) if failed else ''}): enable policy_sql; the "
+                f"certificate {issued.certificate.fingerprint} was issued but is unused",
+                plugin=failed[0] if failed else None,
             )
         log.info(
             "provisioned %s with a %s key, certificate %s",
@@ -385,22 +395,35 @@ class MessageBus:
         )
         return identity
 
-    def publish_revocation_list(self, crl: bytes) -> list[str]:
-        """Hand a CRL the relay's CA issued to every store; their fingerprints of it."""
-        answers = self._provisioning_call("sealrelay_store_revocation_list", crl=crl)
-        return [answer for answer in answers if answer]
+    def publish_revocation_list(self, crl: bytes) -> tuple[list[str], list[str]]:
+        """Hand a CRL the relay's CA issued to every store, each on its own: the plugins that
+        kept it, and those that failed (logged)."""
+        return self._store_everywhere("sealrelay_store_revocation_list", crl=crl)
+
+    def _store_everywhere(self, hook_name: str, **kwargs: Any) -> tuple[list[str], list[str]]:
+        """A store that fails must not keep the next one from storing: each is called on its
+        own, its failure logged with its name."""
+        answers = call_each(self.plugins.pm, hook_name, isolate=True, **kwargs)
+        answered = {plugin for plugin, _ in answers}
+        failed = [
+            impl.plugin_name
+            for impl in getattr(self._hook, hook_name).get_hookimpls()
+            if impl.plugin_name not in answered
+        ]
+        return [plugin for plugin, answer in answers if answer], failed
 
     def _provisioning_call(self, hook_name: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._hook, hook_name)(**kwargs)
         except SealrelayError as error:
             plugin = blame(self.plugins.pm, hook_name, error)
-            raise ProvisioningError(f"plugin {plugin or '?'}: {error}") from error
+            raise ProvisioningError(f"plugin {plugin or '?'}: {error}", plugin=plugin) from error
         except Exception as error:
             plugin = blame(self.plugins.pm, hook_name, error)
             log.exception("plugin %s failed in %s", plugin or "?", hook_name)
             raise ProvisioningError(
-                f"plugin {plugin or '?'} failed in {hook_name}: {type(error).__name__}: {error}"
+                f"plugin {plugin or '?'} failed in {hook_name}: {type(error).__name__}: {error}",
+                plugin=plugin,
             ) from error
 
     def _protect(

@@ -82,7 +82,9 @@ def sealrelay_store_identity(identity: Identity, authority: Certificate | None) 
     :returns: the fingerprint of the stored certificate, or ``None`` when this plugin keeps
         no identities. The private key must be stored sealed, never in the clear.
 
-    Failure semantics: an exception fails the provisioning naming the plugin.
+    Failure semantics: each store is called on its own; an exception is logged naming the
+    plugin and the other stores are still asked. Provisioning fails only when no store kept
+    the identity.
     """
 
 
@@ -97,8 +99,9 @@ def sealrelay_store_revocation_list(crl: bytes) -> str | None:
     :param crl: the CRL, DER.
     :returns: the CRL's fingerprint when this plugin stored it, else ``None``.
 
-    Failure semantics: an exception fails the command that published the CRL, naming the
-    plugin; the CRL stays published by its CA.
+    Failure semantics: each store is called on its own; an exception is logged naming the
+    plugin, the other stores still get the CRL, and the command that published it reports
+    the failed store. The CRL stays published by its CA.
     """
 
 

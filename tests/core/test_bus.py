@@ -12,6 +12,7 @@ import datetime as dt
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from sealrelay import (
     Certificate,
@@ -19,6 +20,7 @@ from sealrelay import (
     DeferMessage,
     Encryption,
     Policy,
+    ProvisioningError,
     RejectMessage,
     SignatureCheck,
     SignatureVerdict,
@@ -96,6 +98,7 @@ def keys(pki):
     alice = identity_of(pki.rsa2048)
     store.add_identity(alice)
     store.provision_with = alice
+    store.provision_authority = Certificate(der=pki.root.public_bytes(Encoding.DER), trusted=True)
     return store
 
 
@@ -339,25 +342,75 @@ def test_no_encryptor_defers_instead_of_sending_plaintext(bus_with, keys, pki):
     assert "no plugin encrypted the message" in result.deferred[0].reason
 
 
-def test_subscriber_without_key_is_provisioned(bus_with, keys, crypto):
+#: Provisioning on send is off unless the operator switches it on.
+PROVISION_ON_SEND = {"keypool": {"provision_on_send": True}}
+
+
+def test_subscriber_without_key_is_provisioned(bus_with, make_config, keys, crypto):
     keys.subscribers.add("new@example.org")
-    result = outbound(bus_with(), "bob@example.net", sender="new@example.org")
+    bus = bus_with(config=make_config(PROVISION_ON_SEND))
+    result = outbound(bus, "bob@example.net", sender="new@example.org")
     assert keys.provisioned == ["new@example.org"]
     assert result.messages[0].content.startswith(SIGNED_MARK + b"new@example.org")
+    # Kept: the next message finds the key, nothing is provisioned again.
+    outbound(bus, "bob@example.net", sender="new@example.org")
+    assert keys.provisioned == ["new@example.org"]
 
 
-def test_unknown_sender_without_key_is_deferred_with_advice(bus_with, keys):
-    result = outbound(bus_with(), "bob@example.net", sender="stranger@example.org")
+def test_subscriber_without_key_is_deferred_when_provisioning_on_send_is_off(bus_with, keys):
+    keys.subscribers.add("new@example.org")
+    result = outbound(bus_with(), "bob@example.net", sender="new@example.org")
+    assert keys.provisioned == []
+    assert result.messages == ()
+    [deferred] = result.deferred
+    assert deferred.temporary
+    assert "no signing key is known for new@example.org" in deferred.reason
+    assert "subscriber add --provision" in deferred.reason
+
+
+def test_unknown_sender_without_key_is_deferred_with_advice(bus_with, make_config, keys):
+    bus = bus_with(config=make_config(PROVISION_ON_SEND))
+    result = outbound(bus, "bob@example.net", sender="stranger@example.org")
     assert keys.provisioned == []
     assert "sealrelay identity import" in result.deferred[0].reason
 
 
 def test_provision_stage_off(bus_with, make_config, keys):
     keys.subscribers.add("new@example.org")
-    config = make_config({"stages": {"provision": False}})
+    config = make_config({**PROVISION_ON_SEND, "stages": {"provision": False}})
     result = outbound(bus_with(config=config), "bob@example.net", sender="new@example.org")
     assert keys.provisioned == []
-    assert result.deferred
+    assert result.messages == ()
+    assert "the provision stage is off" in result.deferred[0].reason
+    with bus_with(config=config) as bus, pytest.raises(ProvisioningError, match="stage is off"):
+        bus.provision("new@example.org")
+    assert keys.provisioned == []
+
+
+def test_provisioning_failure_on_send_defers_naming_the_step(bus_with, make_config, keys):
+    keys.subscribers.add("new@example.org")
+    keys.provision_authority = None  # a key pair, but no CA to certify it
+    bus = bus_with(config=make_config(PROVISION_ON_SEND))
+    result = outbound(bus, "bob@example.net", sender="new@example.org")
+    assert keys.provisioned == []
+    assert result.messages == ()
+    [deferred] = result.deferred
+    assert deferred.temporary
+    assert "provisioning one failed" in deferred.reason
+    assert "sealrelay_issue_certificate" in deferred.reason
+
+
+def test_provision_runs_without_sending(bus_with, keys, pki):
+    # `subscriber add --provision` provisions with provision_on_send off: it is the send path
+    # that the switch governs, not MessageBus.provision.
+    with bus_with() as bus:
+        identity = bus.provision("new@example.org")
+    assert keys.provisioned == ["new@example.org"]
+    assert identity.address == "new@example.org"
+    assert identity.private_key is keys.provision_with.private_key
+    assert identity.chain == keys.provision_with.chain
+    assert keys.anchors == [keys.provision_authority]
+    assert keys.sealrelay_signing_identity(address="new@example.org") == identity
 
 
 def test_encrypt_to_sender_adds_the_senders_certificate(bus_with, keys, pki, crypto):
