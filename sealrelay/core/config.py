@@ -6,6 +6,7 @@ import ipaddress
 import os
 import tomllib
 import types
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -367,8 +368,11 @@ def _ca(table: object) -> CaConfig:
             f"[ca] certificate_validity_days = {ca.certificate_validity_days} must not exceed "
             f"validity_days ({ca.validity_days}): a certificate cannot outlive its CA"
         )
-    if ca.crl_distribution_point and not ca.crl_distribution_point.startswith(
-        ("http://", "https://", "ldap://")
+    point = urllib.parse.urlsplit(ca.crl_distribution_point)
+    if ca.crl_distribution_point and (
+        point.scheme not in ("http", "https", "ldap")
+        or not point.hostname
+        or any(character.isspace() for character in ca.crl_distribution_point)
     ):
         raise ConfigError(
             f"[ca] crl_distribution_point = {ca.crl_distribution_point!r}: expected an "

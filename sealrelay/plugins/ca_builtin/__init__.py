@@ -79,5 +79,5 @@ def refresh_crls(bus: MessageBus, stop: threading.Event) -> None:
             if crl.new:
                 log.info("issued CRL number %d", crl.number)
                 bus.publish_revocation_list(crl.der)
-        authority.publish_file()
+        authority.publish_files()
         stop.wait(REFRESH_SECONDS)

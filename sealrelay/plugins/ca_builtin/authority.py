@@ -111,7 +111,7 @@ class CertificateAuthority:
                 f"({self.config.ca.key_type}), sha256 {Certificate(der=signer.der).fingerprint}; "
                 "give correspondents its certificate: `sealrelay ca export -o ca.pem`"
             )
-        self.publish_file()
+        self.publish_files()
         return lines
 
     def _create(self) -> Signer:
@@ -123,10 +123,19 @@ class CertificateAuthority:
 
     def import_authority(self, certificate: x509.Certificate, key: PrivateKeyTypes) -> Signer:
         """Make an existing CA the one that issues from now on; earlier ones keep their CRLs."""
-        issuing.check_ca_certificate(certificate, key)  # type: ignore[arg-type]
+        signing_key = issuing.check_ca_certificate(certificate, key)
         if certificate.not_valid_after_utc <= dt.datetime.now(dt.UTC):
             raise CaError(f"{certificate.subject.rfc4514_string()} has expired")
-        return self._add(certificate, key)
+        try:
+            # Signing once before it is stored: a CA that cannot sign never becomes active.
+            issuing.revocation_list(
+                ca=certificate, ca_key=signing_key, revoked=(), number=0, now=_now(), days=1
+            )
+        except (ValueError, TypeError) as error:
+            raise CaError(
+                f"cannot sign with the CA {certificate.subject.rfc4514_string()}: {error}"
+            ) from error
+        return self._add(certificate, signing_key)
 
     def _add(self, certificate: x509.Certificate, key: PrivateKeyTypes) -> Signer:
         der = certificate.public_bytes(Encoding.DER)
@@ -294,24 +303,35 @@ class CertificateAuthority:
             Crl.delete().where(Crl.authority == authority_id, Crl.number < stored.number).execute()
         return _published(stored, new=True)
 
-    def refresh_crls(self) -> list[PublishedCrl]:
-        """Every authority's CRL that is still needed (its CA has not expired), refreshed."""
-        now = _naive(_now())
+    def _current_authorities(self) -> list[Authority]:
+        """The authorities whose certificates may still be in use: their CA has not expired."""
+        now = _now()
         with self._storage.session():
-            ids = [
-                row.id
-                for row in Authority.select(Authority.id, Authority.der)
-                if _naive(x509.load_der_x509_certificate(bytes(row.der)).not_valid_after_utc) > now
-            ]
-        return [self.refresh_crl(authority_id) for authority_id in ids]
+            rows = list(Authority.select(Authority.id, Authority.der, Authority.active))
+        return [
+            row
+            for row in rows
+            if x509.load_der_x509_certificate(bytes(row.der)).not_valid_after_utc > now
+        ]
 
-    def publish_file(self) -> Path | None:
-        """Write the active authority's newest CRL to ``[ca] crl_file`` when it differs."""
-        signer = self.active()
-        if signer is None:
-            return None
-        crl = self.refresh_crl(signer.id)
+    def refresh_crls(self) -> list[PublishedCrl]:
+        """Every current authority's CRL, re-issued where it is past half its validity."""
+        return [self.refresh_crl(row.id) for row in self._current_authorities()]
+
+    def publish_files(self) -> list[Path]:
+        """Write every current authority's newest CRL to its file, where it changed."""
+        return [self.publish_file(row.id) for row in self._current_authorities()]
+
+    def publish_file(self, authority_id: int) -> Path:
+        """Write the authority's newest CRL to its file when the file differs: the active
+        authority's to ``[ca] crl_file``, an earlier one's beside it, named by its
+        fingerprint (serve it where that CA's certificates point)."""
+        crl = self.refresh_crl(authority_id)
         path = self.config.resolve(self.config.ca.crl_file)
+        with self._storage.session():
+            row = Authority.get_by_id(authority_id)
+        if not row.active:
+            path = path.with_name(f"{path.stem}-{row.fingerprint[:16]}{path.suffix}")
         try:
             if path.read_bytes() == crl.der:
                 return path

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult, Parameter
-from sealrelay.exceptions import CommandError, ProvisioningError
+from sealrelay.exceptions import CommandError
 from sealrelay.plugins.ca_builtin.authority import CertificateAuthority
 from sealrelay.plugins.ca_builtin.issuing import REASONS
 
@@ -112,7 +112,7 @@ class CaImport(AdminCommand):
             ) from None
         authority = _authority_for(context)
         signer = authority.import_authority(certificate, key)
-        authority.publish_file()
+        authority.publish_files()
         subject = signer.certificate.subject.rfc4514_string()
         return CommandResult(
             data={"subject": subject, "fingerprint": authority.certificate().fingerprint},
@@ -135,21 +135,28 @@ class CertRevoke(AdminCommand):
     def run(self, context: CommandContext) -> CommandResult:
         authority = _authority_for(context)
         info, crl = authority.revoke(self.params["fingerprint"], self.params["reason"])
-        path = authority.publish_file()
+        path = authority.publish_file(crl.authority_id)
         with context.bus() as bus:
-            try:
-                stores = bus.publish_revocation_list(crl.der)
-            except ProvisioningError as error:
-                raise CommandError(
-                    f"revoked {info['fingerprint']} in CRL number {crl.number}, but a store did "
-                    f"not take the CRL: {error}"
-                ) from error
-        data = {**info, "crl_number": crl.number, "crl_file": str(path), "stores": len(stores)}
+            stored, failed = bus.publish_revocation_list(crl.der)
+        data = {
+            **info,
+            "crl_number": crl.number,
+            "crl_file": str(path),
+            "stores": stored,
+            "failed_stores": failed,
+        }
         text = (
             f"revoked {info['fingerprint']} ({info['address']}, serial {info['serial']}); "
             f"CRL number {crl.number} published to {path}"
         )
-        return CommandResult(data=data, text=text)
+        if failed:
+            # The CRL is signed and published; a store that missed it gets it again when the
+            # CRL refresher re-issues it, or with the next revocation.
+            text += (
+                f"\nstores that failed to take the CRL (see the log): {', '.join(failed)}; they "
+                "may go on using the certificate until they take a later CRL"
+            )
+        return CommandResult(data=data, text=text, exit_status=1 if failed else 0)
 
 
 COMMANDS: tuple[type[AdminCommand], ...] = (CaShow, CaExport, CaImport, CertRevoke)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
+    PrivateKeyTypes,
     PublicKeyTypes,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -93,10 +94,15 @@ def ca_certificate(
 
 
 def check_ca_certificate(
-    certificate: x509.Certificate, key: CertificateIssuerPrivateKeyTypes
-) -> None:
+    certificate: x509.Certificate, key: PrivateKeyTypes
+) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     """CaError unless *certificate* is a CA certificate for *key* that may sign
     certificates and CRLs (for ``ca import``)."""
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise CaError(
+            f"the CA's key is {type(key).__name__.removeprefix('_')}: mail clients check S/MIME "
+            "certificates issued by RSA or EC CAs only; import an RSA or EC CA"
+        )
     if certificate.public_key() != key.public_key():
         raise CaError("the private key does not belong to the CA certificate")
     try:
@@ -111,12 +117,13 @@ def check_ca_certificate(
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return
+        return key
     if not (usage.key_cert_sign and usage.crl_sign):
         raise CaError(
             f"{certificate.subject.rfc4514_string()} may not sign certificates and CRLs (its "
             "keyUsage lacks keyCertSign or cRLSign)"
         )
+    return key
 
 
 def subscriber_certificate(

@@ -36,9 +36,10 @@ class KeypoolStatus(AdminCommand):
     def run(self, context: CommandContext) -> CommandResult:
         status = _pool_for(context).status()
         rate = (
-            f"{status['seconds_per_key']} s per key, {status['keys_per_second']} keys/s with "
-            f"{context.config.keypool.generators} generator(s)"
-            if status["seconds_per_key"]
+            f"{status['seconds_per_key'] * 1000:.2f} ms per key, "
+            f"{status['keys_per_second']} keys/s with "
+            f"{max(context.config.keypool.generators, 1)} generator(s)"
+            if status["seconds_per_key"] is not None
             else "no key generated yet"
         )
         text = (

@@ -65,7 +65,7 @@ class Slot:
 @attrs.frozen
 class SealedKey:
     sealed: bytes = attrs.field(repr=False)
-    generation_ms: int
+    generation_us: int
 
 
 def generate_sealed(key_type: str, master_key: bytes, binding: str) -> SealedKey:
@@ -73,7 +73,7 @@ def generate_sealed(key_type: str, master_key: bytes, binding: str) -> SealedKey
     process of its own)."""
     started = time.perf_counter()
     key = generate_private_key(key_type)
-    elapsed = round((time.perf_counter() - started) * 1000)
+    elapsed = max(1, round((time.perf_counter() - started) * 1_000_000))
     return SealedKey(seal_private_key(master_key, key, binding=binding), elapsed)
 
 
@@ -196,7 +196,7 @@ class KeyPool:
                     state=READY,
                     sealed=key.sealed,
                     lease_until=None,
-                    generation_ms=key.generation_ms,
+                    generation_us=key.generation_us,
                     ready_at=_now(),
                 )
                 .where(PoolKey.id == slot.id, PoolKey.state == GENERATING)
@@ -234,9 +234,9 @@ class KeyPool:
                 )
             )
             recent = [
-                int(row.generation_ms or 0)
-                for row in PoolKey.select(PoolKey.generation_ms)
-                .where(PoolKey.generation_ms.is_null(False), PoolKey.key_type == settings.key_type)
+                int(row.generation_us or 0)
+                for row in PoolKey.select(PoolKey.generation_us)
+                .where(PoolKey.generation_us.is_null(False), PoolKey.key_type == settings.key_type)
                 .order_by(PoolKey.id.desc())
                 .limit(20)
             ]
@@ -245,7 +245,7 @@ class KeyPool:
                 .where(PoolKey.state == CLAIMED, PoolKey.claimed_at >= now - dt.timedelta(hours=1))
                 .count()
             )
-        seconds_per_key = sum(recent) / len(recent) / 1000 if recent else None
+        seconds_per_key = sum(recent) / len(recent) / 1_000_000 if recent else None
         return {
             "key_type": settings.key_type,
             "size": settings.size,
@@ -253,8 +253,8 @@ class KeyPool:
             "free": counts.get(READY, 0),
             "generating": counts.get(GENERATING, 0),
             "handed_out_last_hour": handed_out,
-            "seconds_per_key": round(seconds_per_key, 3) if seconds_per_key else None,
+            "seconds_per_key": seconds_per_key,
             "keys_per_second": (
-                round(settings.generators / seconds_per_key, 2) if seconds_per_key else None
+                round(max(settings.generators, 1) / seconds_per_key, 2) if seconds_per_key else None
             ),
         }

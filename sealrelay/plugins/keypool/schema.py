@@ -20,7 +20,7 @@ def _version_1() -> list[str]:
         "CREATE TABLE sr_keypool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "CREATE TABLE sr_keypool (id {pk}, key_type TEXT NOT NULL, state TEXT NOT NULL, "
         "binding TEXT NOT NULL UNIQUE, sealed {blob}, lease_until TIMESTAMP, "
-        "generation_ms INTEGER, created_at TIMESTAMP NOT NULL, ready_at TIMESTAMP, "
+        "generation_us INTEGER, created_at TIMESTAMP NOT NULL, ready_at TIMESTAMP, "
         "claimed_at TIMESTAMP)",
         "CREATE INDEX sr_keypool_state ON sr_keypool (state, key_type)",
     ]
@@ -45,8 +45,9 @@ class PoolKey(peewee.Model):
     sealed = peewee.BlobField(null=True)
     #: Until when a replenisher holds a ``generating`` row; an expired one is given up.
     lease_until = peewee.DateTimeField(null=True)
-    #: How long generating the key took, for ``keypool status``.
-    generation_ms = peewee.IntegerField(null=True)
+    #: How long generating the key took, in microseconds (an EC key takes less than a
+    #: millisecond), for ``keypool status``.
+    generation_us = peewee.IntegerField(null=True)
     created_at = peewee.DateTimeField()
     ready_at = peewee.DateTimeField(null=True)
     claimed_at = peewee.DateTimeField(null=True)

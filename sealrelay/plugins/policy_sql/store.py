@@ -133,12 +133,16 @@ class PolicyStore:
 
     @contextmanager
     def _change(self) -> Iterator[None]:
-        """One transaction that counts as a change: other nodes drop their caches."""
+        """One transaction that counts as a change: other nodes drop their caches.
+
+        The counter is raised first: that takes its row, so changes run one at a time on
+        PostgreSQL too, and what a change reads before it writes (is this certificate stored
+        yet?) cannot be made stale by another node's change committing meanwhile."""
         with self._storage.transaction():
-            yield
             models.Change.update(counter=models.Change.counter + 1).where(
                 models.Change.id == 1
             ).execute()
+            yield
         self._cache.invalidate()
 
     # -- policy ---------------------------------------------------------------------------
