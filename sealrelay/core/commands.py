@@ -216,6 +216,34 @@ class CommandRegistry:
         notify(context.plugins.pm, "sealrelay_command_executed", record=record)
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of a file a command was given; CommandError naming it when unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+
+
+def write_file(path: Path, content: bytes) -> None:
+    """Write a file a command was asked for (its directory made); CommandError on failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    except OSError as error:
+        raise CommandError(f"cannot write {path}: {error.strerror}") from None
+
+
+def read_password(path: Path | None) -> str | None:
+    """The first line of a password file (without its line break); None without a file."""
+    if path is None:
+        return None
+    try:
+        text = read_file(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(f"{path}: a password file must be UTF-8 text") from None
+    return text.splitlines()[0] if text else ""
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

@@ -9,7 +9,14 @@ from typing import Any
 import attrs
 
 from sealrelay.core.address import Address
-from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult, Parameter
+from sealrelay.core.commands import (
+    AdminCommand,
+    CommandContext,
+    CommandResult,
+    Parameter,
+    read_file,
+    write_file,
+)
 from sealrelay.core.envelope import Envelope
 from sealrelay.core.headers import from_address
 from sealrelay.core.master_key import ensure_master_key
@@ -19,20 +26,7 @@ from sealrelay.hookspecs import hookimpl
 
 
 def _read_input(path: Path | None) -> bytes:
-    if path is None:
-        return sys.stdin.buffer.read()
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from None
-
-
-def _write_file(path: Path, content: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    except OSError as error:
-        raise CommandError(f"cannot write {path}: {error.strerror}") from None
+    return sys.stdin.buffer.read() if path is None else read_file(path)
 
 
 class Init(AdminCommand):
@@ -88,7 +82,7 @@ class ProcessOutbound(AdminCommand):
         rows: list[dict[str, Any]] = []
         for number, outgoing in enumerate(result.messages, start=1):
             path = output / f"{envelope.id}-{number}.eml"
-            _write_file(path, outgoing.content)
+            write_file(path, outgoing.content)
             rows.append(
                 {
                     "file": str(path),
@@ -135,7 +129,7 @@ class ProcessInbound(AdminCommand):
         with context.bus() as bus:
             result = bus.process_inbound(envelope, message, envelope.recipients[0])
         output: Path = self.params["output"]
-        _write_file(output, result.content)
+        write_file(output, result.content)
         data = {
             "decrypted": result.decrypted,
             "decryption_error": result.decryption_error,

@@ -8,7 +8,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult, Parameter
+from sealrelay.core.commands import (
+    AdminCommand,
+    CommandContext,
+    CommandResult,
+    Parameter,
+    read_file,
+    read_password,
+    write_file,
+)
 from sealrelay.exceptions import CommandError
 from sealrelay.plugins.ca_builtin.authority import CertificateAuthority
 from sealrelay.plugins.ca_builtin.issuing import REASONS
@@ -28,21 +36,6 @@ def _authority_for(context: CommandContext) -> CertificateAuthority:
         raise CommandError("the ca_builtin plugin is not loaded")
     _authority.configure(context.config)
     return _authority
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from None
-
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    except OSError as error:
-        raise CommandError(f"cannot write {path}: {error.strerror}") from None
 
 
 class CaShow(AdminCommand):
@@ -67,7 +60,7 @@ class CaExport(AdminCommand):
     def run(self, context: CommandContext) -> CommandResult:
         certificate = _authority_for(context).certificate()
         path: Path = self.params["output"]
-        _write(path, certificate.x509.public_bytes(Encoding.PEM))
+        write_file(path, certificate.x509.public_bytes(Encoding.PEM))
         data = {
             "file": str(path),
             "subject": certificate.subject,
@@ -96,15 +89,13 @@ class CaImport(AdminCommand):
         certificate_path: Path = self.params["certificate"]
         key_path: Path = self.params["key"]
         try:
-            certificate = x509.load_pem_x509_certificate(_read(certificate_path))
+            certificate = x509.load_pem_x509_certificate(read_file(certificate_path))
         except ValueError as error:
             raise CommandError(f"{certificate_path}: not a PEM certificate: {error}") from None
-        password = None
-        if self.params["password_file"] is not None:
-            text = _read(self.params["password_file"]).decode("utf-8")
-            password = (text.splitlines()[0] if text else "").encode()
+        given = read_password(self.params["password_file"])
+        password = None if given is None else given.encode()
         try:
-            key = serialization.load_pem_private_key(_read(key_path), password)
+            key = serialization.load_pem_private_key(read_file(key_path), password)
         except (ValueError, TypeError) as error:
             raise CommandError(
                 f"{key_path}: cannot read the private key ({error}); give its password with "

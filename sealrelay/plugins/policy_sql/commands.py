@@ -11,7 +11,14 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sealrelay.core.certificate import Certificate
-from sealrelay.core.commands import AdminCommand, CommandContext, CommandResult, Parameter
+from sealrelay.core.commands import (
+    AdminCommand,
+    CommandContext,
+    CommandResult,
+    Parameter,
+    read_file,
+    read_password,
+)
 from sealrelay.core.policy import (
     CIPHERS,
     DIGESTS,
@@ -58,21 +65,6 @@ def _usage_errors() -> Iterator[None]:
         raise CommandError(str(error)) from None
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from None
-
-
-def _password(path: Path | None) -> str | None:
-    """The first line of a password file (without its line break), or None."""
-    if path is None:
-        return None
-    text = _read(path).decode("utf-8", errors="strict")
-    return text.splitlines()[0] if text else ""
-
-
 class SubscriberAdd(AdminCommand):
     name = "subscriber add"
     summary = "register an address whose mail the relay protects"
@@ -101,7 +93,7 @@ class SubscriberAdd(AdminCommand):
                 address=self.params["address"],
                 groups=self.params["group"],
                 display_name=self.params["display_name"],
-                password=_password(self.params["password_file"]),
+                password=read_password(self.params["password_file"]),
             )
         groups = ", ".join(added["groups"]) or "no groups"
         text = f"added subscriber {added['address']} ({groups})"
@@ -236,9 +228,9 @@ class IdentityImport(AdminCommand):
 
     def run(self, context: CommandContext) -> CommandResult:
         path: Path = self.params["file"]
-        password = _password(self.params["password_file"])
+        password = read_password(self.params["password_file"])
         contents = read_pkcs12(
-            _read(path), password.encode() if password is not None else None, str(path)
+            read_file(path), password.encode() if password is not None else None, str(path)
         )
         summary = _store_for(context).import_identity(
             actor=context.actor, contents=contents, origin=str(path)
@@ -274,7 +266,7 @@ class IdentityExport(AdminCommand):
 
     def run(self, context: CommandContext) -> CommandResult:
         path: Path = self.params["output"]
-        given = _password(self.params["password_file"])
+        given = read_password(self.params["password_file"])
         password = given if given else new_export_password()
         contents = _store_for(context).export_identity(self.params["address"])
         data = pkcs12_bytes(contents, password, legacy=bool(self.params["legacy"]))
@@ -317,7 +309,7 @@ class CertImport(AdminCommand):
         certificates = [
             certificate
             for path in self.params["files"]
-            for certificate in read_certificates(_read(path), str(path))
+            for certificate in read_certificates(read_file(path), str(path))
         ]
         results = _store_for(context).import_certificates(
             actor=context.actor,
@@ -363,7 +355,7 @@ class CrlImport(AdminCommand):
         store = _store_for(context)
         results = [
             store.import_crl(
-                actor=context.actor, crl=read_crl(_read(path), str(path)), origin=str(path)
+                actor=context.actor, crl=read_crl(read_file(path), str(path)), origin=str(path)
             )
             for path in self.params["files"]
         ]
