@@ -155,7 +155,14 @@ def bare(parties: Parties, message: bytes, encoding: Encoding) -> dict[str, Oper
             .encrypt(encoding, [pkcs7.PKCS7Options.Binary] if encoding is Encoding.DER else [])
         )
 
-    enveloped = envelope(entity)
+    def signed() -> bytes:
+        # What sign+encrypt encrypts: the content beside its detached DER signature, or the
+        # multipart/signed message, which already holds the content.
+        return entity + sign() if encoding is Encoding.DER else sign()
+
+    # decrypt+verify opens what sign+encrypt made, as sealrelay's does: the signature is
+    # decrypted along with the content.
+    enveloped = envelope(signed())
     decrypt = pkcs7.pkcs7_decrypt_der if encoding is Encoding.DER else pkcs7.pkcs7_decrypt_smime
     signature = parties.alice_key.sign(entity, padding.PKCS1v15(), hashes.SHA256())
     alice_public = parties.alice_key.public_key()
@@ -169,7 +176,7 @@ def bare(parties: Parties, message: bytes, encoding: Encoding) -> dict[str, Oper
     return {
         "sign": sign,
         "encrypt": lambda: envelope(entity),
-        "sign+encrypt": lambda: envelope(entity + sign()),
+        "sign+encrypt": lambda: envelope(signed()),
         "decrypt+verify": decrypt_and_verify,
     }
 

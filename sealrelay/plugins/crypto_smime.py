@@ -34,6 +34,7 @@ from sealrelay.smime.errors import (
     SmimeError,
     UnsupportedAlgorithm,
 )
+from sealrelay.smime.memo import cached_by_identity, small_certificates
 from sealrelay.smime.sign import Signer, sign_message
 from sealrelay.smime.verify import VerificationResult, verify_entity
 
@@ -132,26 +133,12 @@ def sealrelay_verify_signature(
     return _check(result)
 
 
-#: Certificate objects made for a sender's certificates, which every message of theirs carries
-#: again: re-encoding each costs more than the rest of building the result. Only certificates
-#: up to 16 KiB (real ones are 1-2 KB) are kept, and at most 1024 of them.
-_CERTIFICATES: dict[tuple[x509.Certificate, tuple[str, ...]], Certificate] = {}
-_MAX_CERTIFICATES = 1024
-_MAX_CACHED_CERTIFICATE = 16 * 1024
-
-
+@cached_by_identity(maxsize=1024, admit=lambda cert, *_: small_certificates(cert))
 def _certificate(cert: x509.Certificate, capabilities: tuple[str, ...] = ()) -> Certificate:
-    key = (cert, capabilities)
-    known = _CERTIFICATES.get(key)
-    if known is not None:
-        return known
+    # Made once per certificate: a sender's mail carries the same ones again and again, and
+    # re-encoding each costs more than the rest of building the result.
     der = cert.public_bytes(Encoding.DER)
-    made = Certificate(der=der, source="message", capabilities=capabilities)
-    if len(der) <= _MAX_CACHED_CERTIFICATE:
-        if len(_CERTIFICATES) >= _MAX_CERTIFICATES:
-            _CERTIFICATES.pop(next(iter(_CERTIFICATES)), None)
-        _CERTIFICATES[key] = made
-    return made
+    return Certificate(der=der, source="message", capabilities=capabilities)
 
 
 def _check(result: VerificationResult) -> SignatureCheck:

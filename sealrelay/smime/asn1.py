@@ -13,6 +13,11 @@ from typing import TypeVar
 
 from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from sealrelay.smime.ber import encode_header
+from sealrelay.smime.memo import cached_by_identity
 
 
 # Content types (RFC 5652 §4, RFC 5083 §1).
@@ -57,6 +62,11 @@ AES128_WRAP = "2.16.840.1.101.3.4.1.5"
 AES192_WRAP = "2.16.840.1.101.3.4.1.25"
 AES256_WRAP = "2.16.840.1.101.3.4.1.45"
 AES_WRAP_KEY_SIZES: dict[str, int] = {AES128_WRAP: 16, AES192_WRAP: 24, AES256_WRAP: 32}
+# Triple-DES key wrap (RFC 3217, RFC 3370 4.3.1): what OpenSSL uses for ECDH recipients of
+# 3DES content. Unwrapped only, for mail from older clients.
+CMS3DES_WRAP = "1.2.840.113549.1.9.16.3.6"
+#: Every key wrap sealrelay unwraps -> key-encryption key length in bytes.
+KEY_WRAP_SIZES: dict[str, int] = {**AES_WRAP_KEY_SIZES, CMS3DES_WRAP: 24}
 
 
 #: Encodings up to this size are cached; larger ones (only ever from hostile input) are not.
@@ -108,6 +118,16 @@ def _compare_names(first: bytes, second: bytes) -> bool:
 
 
 _cached_compare_names = functools.lru_cache(maxsize=1024)(_compare_names)
+
+
+@cached_by_identity(maxsize=256)
+def issuer_and_serial(cert: x509.Certificate) -> bytes:
+    """The DER IssuerAndSerialNumber naming `cert` (as a sid or rid), made once per
+    certificate: the issuer Name and serial number are copied byte for byte from the
+    certificate, never rebuilt from parsed values."""
+    tbs = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))["tbs_certificate"]
+    issuer, serial = bytes(tbs["issuer"].dump()), bytes(tbs["serial_number"].dump())
+    return encode_header(0x30, len(issuer) + len(serial)) + issuer + serial
 
 
 class GCMParameters(core.Sequence):  # type: ignore[misc]

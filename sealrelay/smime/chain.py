@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from sealrelay.smime.memo import cached_by_identity, small_certificates
+
 
 #: Longest path searched (leaf + intermediates + anchor) and the number of candidate issuers
 #: tried: a hostile message could carry many certificates with the same name and key.
@@ -93,16 +95,10 @@ class _PathSearch:
                 yield from self.paths([*path, candidate])
 
 
-#: Certificate pairs are cached only up to this size (real certificates are 1-2 KB), so that
-#: the cache never holds on to huge certificates from hostile messages.
-_MAX_CACHED_CERTIFICATE = 16 * 1024
-
-
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether `issuer`'s key signed `child`: a function of the two encodings (which
     certificates hash and compare by), so it is checked once per pair, not once per message."""
-    sizes = len(child.tbs_certificate_bytes), len(issuer.tbs_certificate_bytes)
-    if max(sizes) > _MAX_CACHED_CERTIFICATE:
+    if not small_certificates(child, issuer):
         return _verify_signed_by(child, issuer)
     return _cached_signed_by(child, issuer)
 
@@ -238,12 +234,12 @@ def validate_signer(
         if cached is not None and _inside(at, cached[0], cached[1]):
             return cached[2]
     result = _validate(signer, trust_anchors, intermediates, crls, at)
-    if key is not None and _small(signer, *trust_anchors, *intermediates):
+    if key is not None and small_certificates(signer, *trust_anchors, *intermediates):
         window = _unchanging_window(signer, trust_anchors, intermediates, crls, at)
         if window is not None:
             if len(_VERDICTS) >= _MAX_VERDICTS:
                 _VERDICTS.pop(next(iter(_VERDICTS)), None)
-            _VERDICTS[key] = (*window, result)
+            _VERDICTS[key] = (*window, result, (signer, *trust_anchors, *intermediates))
     return result
 
 
@@ -280,14 +276,15 @@ def _validate(
 # verdict, stays the same. A verdict is therefore reused for any time strictly inside the
 # interval around the moment it was computed for.
 
-_Key = tuple[
-    x509.Certificate,
-    tuple[x509.Certificate, ...],
-    tuple[x509.Certificate, ...],
-    tuple[bytes, ...],
+#: The identities of the signer, the anchors and the intermediates (certificates are slow to
+#: hash: see `sealrelay.smime.memo`), and the SHA-256 fingerprints of the CRLs.
+_Key = tuple[int, tuple[int, ...], tuple[int, ...], tuple[bytes, ...]]
+#: Earliest and latest instant (exclusive, None: unbounded), the verdict, and the
+#: certificates whose identities are in its key, kept alive so that no other object can take
+#: one of their ids while the verdict is stored.
+_Verdict = tuple[
+    datetime.datetime | None, datetime.datetime | None, ChainResult, tuple[x509.Certificate, ...]
 ]
-#: Earliest and latest instant (exclusive, None: unbounded) and the verdict.
-_Verdict = tuple[datetime.datetime | None, datetime.datetime | None, ChainResult]
 _VERDICTS: dict[_Key, _Verdict] = {}
 _MAX_VERDICTS = 256
 #: Larger certificate sets, and sets with a certificate over 16 KiB (only ever from hostile
@@ -301,39 +298,17 @@ def _verdict_key(
     intermediates: Sequence[x509.Certificate],
     crls: Sequence[x509.CertificateRevocationList],
 ) -> _Key | None:
-    # Certificates hash and compare by their encoding; CRLs (unhashable, possibly large) are
-    # represented by their SHA-256 fingerprint.
     if len(anchors) + len(intermediates) >= _MAX_VERDICT_CERTIFICATES:
         return None
-    fingerprints = tuple(_fingerprint(crl) for crl in crls)
-    return signer, tuple(anchors), tuple(intermediates), fingerprints
+    fingerprints = tuple(map(_fingerprint, crls))
+    return id(signer), tuple(map(id, anchors)), tuple(map(id, intermediates)), fingerprints
 
 
-#: Fingerprints of recently seen CRL objects, by identity: callers pass the same parsed CRLs
-#: with every message, and hashing one costs more than the rest of the lookup. Each entry
-#: keeps its CRL alive, so that its id cannot be reused by another object while stored.
-_FINGERPRINTS: dict[int, tuple[x509.CertificateRevocationList, bytes]] = {}
-_MAX_FINGERPRINTS = 64
-
-
+@cached_by_identity(maxsize=64)
 def _fingerprint(crl: x509.CertificateRevocationList) -> bytes:
-    known = _FINGERPRINTS.get(id(crl))
-    if known is not None and known[0] is crl:
-        return known[1]
-    fingerprint = crl.fingerprint(hashes.SHA256())
-    if len(_FINGERPRINTS) >= _MAX_FINGERPRINTS:
-        _FINGERPRINTS.pop(next(iter(_FINGERPRINTS)), None)
-    _FINGERPRINTS[id(crl)] = (crl, fingerprint)
-    return fingerprint
-
-
-def _small(*certificates: x509.Certificate) -> bool:
-    # Checked before storing a verdict only: a key equal to a stored one names equal, so
-    # equally small, certificates.
-    return all(
-        len(cert.tbs_certificate_bytes) + len(cert.signature) <= _MAX_CACHED_CERTIFICATE
-        for cert in certificates
-    )
+    # Callers pass the same parsed CRLs with every message, and hashing one costs more than
+    # the rest of the lookup. (CRLs come from the store, never from messages.)
+    return crl.fingerprint(hashes.SHA256())
 
 
 def _inside(

@@ -18,8 +18,7 @@ probability 255/256 (as in every CMS implementation); AES-GCM always detects it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import attrs
 from asn1crypto import algos
@@ -115,10 +114,14 @@ def decrypt_content(
     # Generous for real CMS (openssl and gpgsm chunk by 4 KiB, each nesting level walks the
     # chunks again), tight for a flood of tiny elements.
     reader = Reader(view, max_reads=100_000 + len(view) // 64)
-    with _asn1_errors():
+    try:
         envelope = _parse(reader)
         match = find_recipient(reader, envelope.recipient_infos, candidates)
         cipher, iv = _content_cipher(reader, envelope)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        # asn1crypto parses lazily and reports broken input with whichever builtin error the
+        # failing accessor met; all of them mean the same thing here.
+        raise MalformedMessage(f"malformed CMS structure: {exc}") from None
     cek = recover_key(match, cipher.key_size)
     if envelope.mac is not None:
         content = _decrypt_gcm(
@@ -134,16 +137,6 @@ def decrypt_content(
         key_management=match.scheme,
         certificate=match.certificate,
     )
-
-
-@contextmanager
-def _asn1_errors() -> Iterator[None]:
-    # asn1crypto parses lazily and reports broken input with whichever builtin error the
-    # failing accessor met; all of them mean the same thing here.
-    try:
-        yield
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
-        raise MalformedMessage(f"malformed CMS structure: {exc}") from None
 
 
 def _oid(reader: Reader, element: Element) -> str:

@@ -16,7 +16,6 @@ from typing import Literal
 
 import attrs
 from asn1crypto import algos, cms, core, keys
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -29,6 +28,7 @@ from sealrelay.smime.asn1 import (
     ID_DATA,
     ID_ENVELOPED_DATA,
     KeyWrapAlgorithm,
+    issuer_and_serial,
 )
 from sealrelay.smime.ber import encode_header
 from sealrelay.smime.ciphers import (
@@ -197,15 +197,6 @@ def _require_key_usage(cert: x509.Certificate, usage: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=256)
-def _issuer_and_serial(cert: x509.Certificate) -> bytes:
-    """The DER IssuerAndSerialNumber of a recipient, made once per certificate."""
-    # The issuer Name is taken over in its received encoding, not rebuilt from parsed values.
-    tbs = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-    tbs = tbs["tbs_certificate"]
-    return _der(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
-
-
 def _subject_key_identifier(cert: x509.Certificate) -> bytes:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -224,7 +215,7 @@ def _key_transport(
     if recipient.identifier == "ski":
         version, rid = 2, _der(0x80, _subject_key_identifier(cert))
     else:
-        version, rid = 0, _issuer_and_serial(cert)
+        version, rid = 0, issuer_and_serial(cert)
     if rsa_padding == "oaep":
         encrypted_key = public_key.encrypt(
             cek,
@@ -257,7 +248,7 @@ def _key_agreement(
     else:
         rid = cms.KeyAgreementRecipientIdentifier(
             name="issuer_and_serial_number",
-            value=cms.IssuerAndSerialNumber.load(_issuer_and_serial(cert)),
+            value=cms.IssuerAndSerialNumber.load(issuer_and_serial(cert)),
         )
     point = ephemeral.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint

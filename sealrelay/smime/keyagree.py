@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
-from sealrelay.smime.asn1 import AES_WRAP_KEY_SIZES, EccCmsSharedInfo, KeyWrapAlgorithm
+from sealrelay.smime.asn1 import KEY_WRAP_SIZES, EccCmsSharedInfo, KeyWrapAlgorithm
 
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -26,12 +26,12 @@ def derive_kek(
     wrap: KeyWrapAlgorithm,
     ukm: bytes | None,
 ) -> bytes:
-    """The AES key-wrap key: X9.63 KDF over the ECDH secret and the ECC-CMS-SharedInfo.
+    """The key-wrap key: X9.63 KDF over the ECDH secret and the ECC-CMS-SharedInfo.
 
     `wrap` must be the key-wrap AlgorithmIdentifier as it appears (or will appear) in the
     KeyAgreeRecipientInfo, since its encoding is part of the KDF input.
     """
-    key_size = AES_WRAP_KEY_SIZES[wrap["algorithm"].dotted]
+    key_size = KEY_WRAP_SIZES[wrap["algorithm"].dotted]
     shared_info = EccCmsSharedInfo(
         {
             "key_info": wrap,

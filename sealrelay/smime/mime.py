@@ -10,7 +10,6 @@ entity whose header block also carries the RFC 5322 fields (From, To, Subject, .
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import re
@@ -27,8 +26,8 @@ from sealrelay.smime.errors import MalformedMessage
 
 CRLF = b"\r\n"
 
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_FIELD_NAME = re.compile(rb"[!-9;-~]+")
+#: A field name (RFC 5322 3.6.8) and the colon after it, at the start of a line.
+_FIELD_NAME = re.compile(rb"([!-9;-~]+):")
 #: RFC 5322 2.1.1: at most 998 octets per line, excluding the CRLF.
 _MAX_LINE = 998
 _BOUNDARY_CHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{1,70}")
@@ -58,11 +57,16 @@ def _split_offsets(entity: bytes) -> tuple[int, int]:
         return 0, 2
     if entity.startswith(b"\n"):
         return 0, 1
-    match = _BLANK_LINE.search(entity)
-    if match is None:
-        return len(entity), len(entity)
-    newline = 2 if entity[match.start() : match.start() + 2] == CRLF else 1
-    return match.start() + newline, match.end()
+    # The header block ends at the first LF followed by an empty line (CRLF or LF). Two plain
+    # searches, the second only up to where the first stopped: a regex with an optional CR
+    # in front cannot skip ahead and tries every position.
+    crlf = entity.find(b"\n\r\n")
+    lf = entity.find(b"\n\n", 0, len(entity) if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        return lf + 1, lf + 2
+    if crlf >= 0:
+        return crlf + 1, crlf + 3
+    return len(entity), len(entity)
 
 
 def split_entity(entity: bytes) -> tuple[bytes, bytes]:
@@ -100,9 +104,8 @@ def header_fields(header_block: bytes) -> list[HeaderField]:
             last = fields[-1]
             fields[-1] = HeaderField(last.name, last.raw + line)
             continue
-        name, colon, _ = line.partition(b":")
-        is_field = colon and _FIELD_NAME.fullmatch(name)
-        fields.append(HeaderField(name.decode("ascii").lower() if is_field else "", line))
+        name = _FIELD_NAME.match(line)
+        fields.append(HeaderField(name[1].decode("ascii").lower() if name else "", line))
     return fields
 
 
@@ -540,8 +543,8 @@ def decode_base64(data: bytes) -> bytes:
 def _decode_base64_text(text: bytes) -> bytes:
     """Strict base64 of text without line breaks or other whitespace."""
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error as exc:
         raise MalformedMessage(f"broken base64 in an S/MIME part: {exc}") from None
 
 

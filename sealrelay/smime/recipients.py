@@ -9,7 +9,6 @@ same content decryption error later.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
@@ -24,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from sealrelay.smime.asn1 import (
-    AES_WRAP_KEY_SIZES,
+    CMS3DES_WRAP,
     ECDH_KDF_HASHES,
+    KEY_WRAP_SIZES,
     RSA_ENCRYPTION,
     RSAES_OAEP,
     KeyWrapAlgorithm,
@@ -45,6 +45,8 @@ from sealrelay.smime.ber import (
 )
 from sealrelay.smime.errors import MalformedMessage, NoMatchingKey, UnsupportedAlgorithm
 from sealrelay.smime.keyagree import derive_kek
+from sealrelay.smime.keywrap import des3_key_unwrap
+from sealrelay.smime.memo import cached_by_identity
 
 
 #: One of our keys with its certificate: what a RecipientInfo can point at.
@@ -169,7 +171,7 @@ def _candidate(cert: x509.Certificate, key: PrivateKeyTypes) -> Candidate | None
     return Candidate(cert, key, *_identifiers(cert))
 
 
-@functools.lru_cache(maxsize=256)
+@cached_by_identity(maxsize=256)
 def _identifiers(cert: x509.Certificate) -> tuple[bytes, bytes, int, bytes]:
     """IssuerAndSerialNumber, issuer, serial number and subject key identifier of one of our
     certificates: parsed once per certificate rather than once per message (public data only,
@@ -302,7 +304,7 @@ def _unsupported_key_agreement(kari: Any, candidate: Candidate) -> str | None:
     if kari["ukm"].native is not None and not isinstance(kari["ukm"].native, bytes):
         raise ValueError("ECDH ukm is not an OCTET STRING")
     wrap = algorithm["parameters"].parse(KeyWrapAlgorithm)["algorithm"].dotted
-    if wrap not in AES_WRAP_KEY_SIZES:
+    if wrap not in KEY_WRAP_SIZES:
         return f"key wrap algorithm {wrap}"
     curve = cast(ec.EllipticCurvePrivateKey, candidate.key).curve
     if not isinstance(curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
@@ -347,4 +349,6 @@ def _unwrap(match: Match) -> bytes:
         wrap=wrap,
         ukm=kari["ukm"].native,
     )
+    if wrap["algorithm"].dotted == CMS3DES_WRAP:
+        return des3_key_unwrap(kek, match.encrypted_key)
     return aes_key_unwrap(kek, match.encrypted_key)

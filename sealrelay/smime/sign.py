@@ -14,15 +14,16 @@ from typing import Literal, cast
 
 import attrs
 from asn1crypto import algos
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from sealrelay.smime.algorithms import SIGNING_DIGESTS, encode_capabilities
+from sealrelay.smime.asn1 import issuer_and_serial
 from sealrelay.smime.ciphers import DECRYPTABLE_CAPABILITIES
 from sealrelay.smime.errors import SigningError
+from sealrelay.smime.memo import cached_by_identity
 from sealrelay.smime.mime import (
     attach_pieces,
     detach_content,
@@ -134,21 +135,11 @@ def _digest_algorithm_der(digest: str) -> bytes:
     return bytes(algos.DigestAlgorithm({"algorithm": digest}).dump())
 
 
-@functools.lru_cache(maxsize=256)
-def _certificates_field(
-    certificate: x509.Certificate, chain: tuple[x509.Certificate, ...]
-) -> bytes:
+@cached_by_identity(maxsize=256)
+def _certificates_field(*certificates: x509.Certificate) -> bytes:
     """The [0] IMPLICIT CertificateSet of SignedData: signer and chain, in DER SET OF order."""
-    encodings = {c.public_bytes(serialization.Encoding.DER) for c in (certificate, *chain)}
+    encodings = {c.public_bytes(serialization.Encoding.DER) for c in certificates}
     return _der(0xA0, b"".join(sorted(encodings)))
-
-
-@functools.lru_cache(maxsize=256)
-def _issuer_and_serial(certificate: x509.Certificate) -> bytes:
-    """IssuerAndSerialNumber, copied byte for byte from the certificate as the sid requires."""
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
-    return _der(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
 
 
 _ID_DATA = bytes.fromhex("2a864886f70d010701")  # 1.2.840.113549.1.7.1
@@ -238,7 +229,7 @@ def signed_data(
         b"".join(
             [
                 b"\x02\x01\x01",  # version 1: issuerAndSerialNumber
-                _issuer_and_serial(signer.certificate),
+                issuer_and_serial(signer.certificate),
                 digest_algorithm,
                 b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
                 signer._signature_algorithm(),
@@ -257,7 +248,7 @@ def signed_data(
             b"\x02\x01\x01",  # version 1: issuerAndSerialNumber sid, id-data content
             _der(0x31, digest_algorithm),
             *_framed(0x30, encap),
-            _certificates_field(signer.certificate, signer.chain),
+            _certificates_field(signer.certificate, *signer.chain),
             _der(0x31, signer_info),
         ],
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import functools
+import struct
 from collections.abc import Sequence
 from typing import Literal, cast
 
@@ -44,11 +45,10 @@ from sealrelay.smime.ber import (
 )
 from sealrelay.smime.chain import Revocation, validate_signer
 from sealrelay.smime.errors import MalformedMessage
+from sealrelay.smime.memo import MAX_CACHED_CERTIFICATE, cached_by_identity, small_certificates
 from sealrelay.smime.mime import ClearSigned, get_header, signed_parts, split_entity
 
 
-#: Element reads allowed while parsing one SignerInfo: hundreds of attributes at most.
-_MAX_SIGNER_INFO_READS = 10_000
 #: How far a signing time may lie in the future before the signature is refused.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 MIN_RSA_BITS = 2048
@@ -207,23 +207,25 @@ def _octets(encoding: bytes) -> bytes:
     return bytes(core.OctetString.load(encoding).native)
 
 
+#: The six two-digit numbers of a UTCTime YYMMDDHHMMSS, cut in one call.
+_UTC_TIME_FIELDS = struct.Struct("2s2s2s2s2s2s")
+
+
 def _time(encoding: bytes) -> datetime.datetime:
     digits = encoding[2:14]
     if encoding[:2] == b"\x17\x0d" and encoding[14:] == b"Z" and digits.isdigit():
-        year, month, day, hour, minute, second = (int(digits[i : i + 2]) for i in range(0, 12, 2))
+        year, month, day, hour, minute, second = map(int, _UTC_TIME_FIELDS.unpack(digits))
         # RFC 5280 4.1.2.5.1: two-digit years from 50 are 19xx, below 50 are 20xx.
         year += 1900 if year >= 50 else 2000
         return datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
     return cast(datetime.datetime, cms.Time.load(encoding).native)
 
 
-def _parse_signer_info(der: bytes) -> _SignerInfo:
-    """RFC 5652 5.3 SignerInfo, from its encoding (DER or BER)."""
-    reader = Reader(memoryview(der), max_reads=_MAX_SIGNER_INFO_READS)
-    top = reader.element(0, len(der))
-    if top.end != len(der) or not top.is_(UNIVERSAL, TAG_SEQUENCE):
+def _parse_signer_info(reader: Reader, signer_info: Element) -> _SignerInfo:
+    """RFC 5652 5.3 SignerInfo (DER or BER)."""
+    if not signer_info.is_(UNIVERSAL, TAG_SEQUENCE):
         raise MalformedMessage("a SignerInfo is not a SEQUENCE")
-    fields = Fields(reader, top, 7)
+    fields = Fields(reader, signer_info, 7)
     fields.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the sid
     issuer = serial = key_id = None
     sid = fields.take(UNIVERSAL, TAG_SEQUENCE, optional=True)
@@ -276,18 +278,13 @@ def _parse_signer_info(der: bytes) -> _SignerInfo:
 _Carried = tuple[bytes, x509.Certificate]
 
 
-#: Certificates up to this size are cached (real ones are 1-2 KB): the cache holds at most
-#: 1024 of them, whatever a hostile message carries.
-_MAX_CACHED_CERTIFICATE = 16 * 1024
-
-
 def _load_certificate(der: bytes) -> _Carried | None:
     """The certificate, or None if it is broken.
 
     Cached by encoding: senders attach the same few certificates to every message, and the
     same certificate object lets the chain validation reuse its signature checks.
     """
-    if len(der) > _MAX_CACHED_CERTIFICATE:
+    if len(der) > MAX_CACHED_CERTIFICATE:
         return _parse_certificate(der)
     return _cached_certificate(der)
 
@@ -367,7 +364,7 @@ def _parse_signed_data(der: bytes) -> _SignedData:
             octets.end()
         signer_infos = []
         for signer_info in reader.children(signer_info_set):
-            signer_infos.append(_parse_signer_info(reader.bytes_of(signer_info)))
+            signer_infos.append(_parse_signer_info(reader, signer_info))
         certificates = (
             _parse_certificates(reader, certificate_set) if certificate_set is not None else ()
         )
@@ -518,7 +515,13 @@ def _normalise(address: str) -> str:
     return f"{local}{at}{domain.lower()}" if at else address.strip()
 
 
-def _check_address(addresses: list[str], expected: str | None) -> tuple[str, str | None]:
+@cached_by_identity(maxsize=1024, admit=small_certificates)
+def _addresses(cert: x509.Certificate) -> tuple[str, ...]:
+    # Read once per certificate: cryptography decodes the SAN and the subject anew each time.
+    return tuple(certificate_addresses(cert))
+
+
+def _check_address(addresses: Sequence[str], expected: str | None) -> tuple[str, str | None]:
     """The address check against the signer certificate's `addresses`."""
     if expected is None:
         return "not-checked", None
@@ -531,7 +534,7 @@ def _check_address(addresses: list[str], expected: str | None) -> tuple[str, str
     return "address-mismatch", f"{expected} is not in the certificate ({', '.join(addresses)})"
 
 
-def _signer_name(cert: x509.Certificate, addresses: list[str]) -> str:
+def _signer_name(cert: x509.Certificate, addresses: Sequence[str]) -> str:
     return addresses[0] if addresses else cert.subject.rfc4514_string()
 
 
@@ -597,7 +600,7 @@ def _verify_one(
         crls=crls,
         at=at,
     )
-    addresses = certificate_addresses(cert)
+    addresses = _addresses(cert)
     address, address_detail = _check_address(addresses, expected_address)
     failures = [
         (code, detail)

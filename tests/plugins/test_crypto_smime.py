@@ -8,6 +8,7 @@ import quopri
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sealrelay import Certificate, Policy, hookimpl
@@ -16,6 +17,7 @@ from sealrelay.core.config import parse_config
 from sealrelay.core.envelope import Envelope
 from sealrelay.core.plugins import load_plugins
 from sealrelay.plugins import crypto_smime
+from sealrelay.smime import memo
 from tests.conftest import require_executable
 from tests.memory_store import MemoryStore, certificate_of, identity_of
 from tests.pki import TestIdentity, TestPKI, build_test_pki
@@ -277,10 +279,9 @@ def test_message_certificates_are_made_once_and_only_small_ones_kept(pki, monkey
     assert crypto_smime._certificate(cert, ("aes256-gcm",)) is first
     assert crypto_smime._certificate(cert).capabilities == ()
 
-    crypto_smime._CERTIFICATES.clear()
-    monkeypatch.setattr(crypto_smime, "_MAX_CACHED_CERTIFICATE", len(first.der) - 1)
-    assert crypto_smime._certificate(cert) is not crypto_smime._certificate(cert)
-    assert not crypto_smime._CERTIFICATES
+    monkeypatch.setattr(memo, "MAX_CACHED_CERTIFICATE", len(cert.tbs_certificate_bytes))
+    copy = x509.load_der_x509_certificate(first.der)  # not in the cache yet
+    assert crypto_smime._certificate(copy) is not crypto_smime._certificate(copy)
 
 
 RSAES_OAEP_OID = bytes.fromhex("06092a864886f70d010107")  # 1.2.840.113549.1.1.7

@@ -99,9 +99,21 @@ def test_large_certificate_sets_are_not_cached(pki: TestPKI):
 
 
 def test_crl_fingerprints_are_remembered_by_identity(pki: TestPKI):
-    chain._FINGERPRINTS.clear()
     fingerprint = chain._fingerprint(pki.crl)
-    assert chain._FINGERPRINTS[id(pki.crl)] == (pki.crl, fingerprint)
     assert chain._fingerprint(pki.crl) is fingerprint
     copy = x509.load_der_x509_crl(pki.crl.public_bytes(Encoding.DER))
     assert chain._fingerprint(copy) == fingerprint
+
+
+def test_an_equal_copy_of_a_certificate_is_validated_anew(pki: TestPKI):
+    first = fresh(pki, pki.rsa2048, NOW)
+    copy = x509.load_der_x509_certificate(pki.rsa2048.cert.public_bytes(Encoding.DER))
+    again = validate_signer(
+        copy,
+        trust_anchors=pki.trust_anchors(),
+        intermediates=pki.rsa2048.chain,
+        crls=[pki.crl, pki.root_crl],
+        at=NOW,
+    )
+    assert again == first
+    assert again is not first

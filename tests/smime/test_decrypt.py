@@ -24,6 +24,8 @@ from tests.pki import TestIdentity, TestPKI, rsa_key
 CONTENT = b"Content-Type: text/plain\r\n\r\nThe vault code is 2468.\r\n" * 5
 AES128_CBC_OID = bytes.fromhex("0609608648016503040102")
 AES128_GCM_OID = bytes.fromhex("0609608648016503040106")
+AES128_WRAP_OID = bytes.fromhex("0609608648016503040105")
+AES128_CCM_OID = bytes.fromhex("0609608648016503040107")
 
 
 def keys_of(identity: TestIdentity):
@@ -283,6 +285,16 @@ def test_unknown_content_cipher_is_unsupported(pki: TestPKI):
     aes128_ofb = AES128_CBC_OID[:-1] + b"\x03"
     with pytest.raises(UnsupportedAlgorithm, match="aes128_ofb"):
         decrypt_content(der.replace(AES128_CBC_OID, aes128_ofb), keys_of(pki.rsa2048))
+
+
+def test_unknown_key_wrap_is_unsupported(pki: TestPKI):
+    der = encrypt_content(CONTENT, [pki.p256.cert], cipher="aes128-cbc")
+    assert der.count(AES128_WRAP_OID) == 1
+    der = der.replace(AES128_WRAP_OID, AES128_CCM_OID)  # an AES mode, but no key wrap
+    with pytest.raises(
+        UnsupportedAlgorithm, match=r"key wrap algorithm 2\.16\.840\.1\.101\.3\.4\.1\.7"
+    ):
+        decrypt_content(der, keys_of(pki.p256))
 
 
 def test_cipher_in_the_wrong_envelope_is_malformed(pki: TestPKI):
