@@ -126,6 +126,12 @@ class Supervisor:
             raise operator_error(error, culprit, "to list its background services") from error
         return [service for answer in answers for service in answer or []]
 
+    def _services_line(self) -> str:
+        running = ", ".join(
+            f"{service.name} (pid {pid})" for pid, (service, _) in sorted(self._services.items())
+        )
+        return f"background services: {running or 'none'}"
+
     def _spawn_service(self, service: BackgroundService) -> None:
         pid = os.fork()
         if pid == 0:  # the service
@@ -164,7 +170,8 @@ class Supervisor:
                     _say(
                         f"serving {self.config.smtp.protocol.upper()} on {host}:{port} with "
                         f"{self.workers} worker(s), pid {os.getpid()}; spool {self.spool.root}; "
-                        f"next hop {self.config.smtp.next_hop}; stop with SIGTERM"
+                        f"next hop {self.config.smtp.next_hop}; {self._services_line()}; "
+                        "stop with SIGTERM"
                     )
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -205,6 +212,7 @@ class Supervisor:
         self._pause_after(started)
         if not self._stopping:
             self._spawn_service(service)
+            _say(self._services_line())
 
     def _pause_after(self, started: float) -> None:
         """Back off when processes die as soon as they start (a broken database, say)."""
@@ -257,9 +265,6 @@ def run_service(config: Config, plugins: LoadedPlugins, service: BackgroundServi
 async def run_worker(config: Config, plugins: LoadedPlugins, ready_write: int | None) -> int:
     """One worker: open a bus, start every front end, run until SIGTERM, stop them."""
     loop = asyncio.get_running_loop()
-    import concurrent.futures as _cf  # EXPERIMENT
-    if os.environ.get('XTHREADS'): loop.set_default_executor(_cf.ThreadPoolExecutor(int(os.environ['XTHREADS'])))  # EXPERIMENT
-    if os.environ.get('XSWITCH'): sys.setswitchinterval(float(os.environ['XSWITCH']))  # EXPERIMENT
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
