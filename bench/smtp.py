@@ -220,11 +220,14 @@ def _sealrelay_config(
 ) -> Path:
     sign_mode, encrypt = CRYPTO[crypto]
     path = directory / "config.toml"
+    # No key-pool replenisher: the bench provisions no keys, and filling a new pool would
+    # generate keys through the measurements, its CPU counted as the relay's.
     path.write_text(
         f'[storage]\ndata_dir = "{directory}/var"\nurl = "sqlite:///{directory}/db.sqlite"\n'
         f'[smtp]\nlisten = "127.0.0.1:{port}"\nnext_hop = "smtp://127.0.0.1:{sink_port}"\n'
         f"workers = {workers}\nmax_message_size = 67108864\n"
         f'[policy.default]\nsign = "{sign_mode}"\nencrypt = "{encrypt}"\n'
+        "[keypool]\ngenerators = 0\n"
     )
     return path
 

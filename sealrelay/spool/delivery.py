@@ -14,22 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
+import queue
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
-import aiosmtplib
 import attrs
 
 from sealrelay.core.config import Config
 from sealrelay.exceptions import ConfigError
-from sealrelay.spool.dsn import build_dsn
+from sealrelay.spool.dsn import build_delay_notice, build_dsn
+from sealrelay.spool.smtp_client import (
+    ConnectionClosed,
+    NextHopError,
+    Reply,
+    SessionRefused,
+    SmtpConnection,
+)
 from sealrelay.spool.store import (
     Claim,
     EntryMeta,
@@ -168,7 +177,7 @@ class MaildirTransport:
 
 
 class SmtpTransport:
-    """An SMTP next hop through aiosmtplib: STARTTLS when offered, connections pooled."""
+    """An SMTP next hop: STARTTLS when offered, connections pooled and reused."""
 
     def __init__(
         self,
@@ -184,110 +193,105 @@ class SmtpTransport:
         self.port = port
         self.local_hostname = local_hostname
         self.timeout = timeout
-        self.tls_verify = tls_verify
-        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue(maxsize=pool_size)
+        self.tls = ssl.create_default_context()
+        if not tls_verify:
+            self.tls.check_hostname = False
+            self.tls.verify_mode = ssl.CERT_NONE
+        self._idle: asyncio.Queue[SmtpConnection] = asyncio.Queue(maxsize=pool_size)
 
     def __repr__(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        client = aiosmtplib.SMTP(
-            hostname=self.host,
-            port=self.port,
+    async def _acquire(self) -> tuple[SmtpConnection, bool]:
+        while not self._idle.empty():
+            connection = self._idle.get_nowait()
+            if connection.is_open:
+                return connection, True
+        connection = await SmtpConnection.open(
+            self.host,
+            self.port,
             local_hostname=self.local_hostname,
             timeout=self.timeout,
-            start_tls=None,  # STARTTLS when the server offers it
-            validate_certs=self.tls_verify,
+            tls=self.tls,
         )
-        await client.connect()
-        return client
+        return connection, False
 
-    async def _acquire(self) -> tuple[aiosmtplib.SMTP, bool]:
-        while not self._idle.empty():
-            client = self._idle.get_nowait()
-            if client.is_connected:
-                return client, True
-        return await self._connect(), False
-
-    def _release(self, client: aiosmtplib.SMTP) -> None:
+    def _release(self, connection: SmtpConnection) -> None:
         try:
-            self._idle.put_nowait(client)
+            self._idle.put_nowait(connection)
         except asyncio.QueueFull:
-            client.close()
+            connection.close()
 
     async def send(
         self, meta: EntryMeta, content: bytes, recipients: Sequence[str]
     ) -> list[Outcome]:
         for _ in range(2):
             try:
-                client, reused = await self._acquire()
-            except (OSError, aiosmtplib.SMTPException, ssl.SSLError) as error:
+                connection, reused = await self._acquire()
+            except SessionRefused as error:
+                # A next hop refusing to talk is its problem, not the message's (as Postfix's
+                # smtp_skip_5xx_greeting): try again later rather than bounce.
+                detail = f"{self!r} refused the session: {error.reply}"
+                return _all(recipients, TEMPORARY, detail)
+            except NextHopError as error:
                 return _all(recipients, TEMPORARY, f"cannot connect to {self!r}: {error}")
             try:
-                outcomes = await self._transaction(client, meta, content, recipients)
-            except aiosmtplib.SMTPServerDisconnected as error:
-                client.close()
+                outcomes = await self._transaction(connection, meta, content, recipients)
+            except ConnectionClosed as error:
+                connection.close()
                 if reused:
                     continue  # the next hop closed an idle pooled connection: a new one
-                return _all(recipients, TEMPORARY, f"{self!r} disconnected: {error}")
-            except (OSError, aiosmtplib.SMTPException, ssl.SSLError) as error:
-                client.close()
-                return _all(recipients, TEMPORARY, f"{self!r}: {type(error).__name__}: {error}")
-            self._release(client)
+                return _all(recipients, TEMPORARY, f"{self!r}: {error}")
+            except NextHopError as error:
+                connection.close()
+                return _all(recipients, TEMPORARY, f"{self!r}: {error}")
+            except BaseException:
+                connection.close()  # cancelled at shutdown, or a bug: in no state to reuse
+                raise
+            self._release(connection)
             return outcomes
         return _all(recipients, TEMPORARY, f"{self!r} keeps closing the connection")
 
     async def _transaction(
         self,
-        client: aiosmtplib.SMTP,
+        connection: SmtpConnection,
         meta: EntryMeta,
         content: bytes,
         recipients: Sequence[str],
     ) -> list[Outcome]:
         options = []
         if not (meta.sender.isascii() and all(r.isascii() for r in recipients)):
-            options.append("SMTPUTF8")
-        if not content.isascii():
-            await client._ehlo_or_helo_if_needed()
-            if client.supports_extension("8bitmime"):
-                options.append("BODY=8BITMIME")
-        try:
-            errors, reply = await client.sendmail(
-                meta.sender, list(recipients), content, mail_options=options
-            )
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            return [
-                _reply_outcome(refused.recipient, refused.code, refused.message)
-                for refused in error.recipients
-            ]
-        except aiosmtplib.SMTPNotSupported as error:
-            return _all(recipients, PERMANENT, f"{self!r} cannot take this message: {error}")
-        except (aiosmtplib.SMTPHeloError, aiosmtplib.SMTPConnectResponseError) as error:
-            # A next hop refusing to talk is its problem, not the message's (as Postfix's
-            # smtp_skip_5xx_greeting): try again later rather than bounce.
-            detail = f"{self!r} refused the session: {error.code} {error.message}"
-            return _all(recipients, TEMPORARY, detail)
-        except aiosmtplib.SMTPResponseException as error:
-            return [_reply_outcome(r, error.code, error.message) for r in recipients]
-        outcomes = [
-            _reply_outcome(r, errors[r].code, errors[r].message)
-            if r in errors
-            else Outcome(recipient=r, status=DELIVERED, detail=f"250 {reply}", smtp=True)
-            for r in recipients
-        ]
+            if not connection.supports("smtputf8"):
+                detail = f"{self!r} cannot take this message: it does not offer SMTPUTF8"
+                return _all(recipients, PERMANENT, detail)
+            options.append(b"SMTPUTF8")
+        if not content.isascii() and connection.supports("8bitmime"):
+            options.append(b"BODY=8BITMIME")
+        answer = await connection.send(meta.sender, recipients, content, options)
+        if not answer.mail.ok:
+            return [_reply_outcome(r, answer.mail) for r in recipients]
+        outcomes = []
+        for recipient, reply in zip(recipients, answer.recipients, strict=True):
+            final = answer.data if reply.ok else reply
+            if final is not None and final.ok:
+                outcomes.append(
+                    Outcome(recipient=recipient, status=DELIVERED, detail=str(final), smtp=True)
+                )
+            else:
+                outcomes.append(_reply_outcome(recipient, final or reply))
         return outcomes
 
     async def close(self) -> None:
         while not self._idle.empty():
-            client = self._idle.get_nowait()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.quit(), timeout=2)
-            client.close()
+            connection = self._idle.get_nowait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.quit(), timeout=2)
+            connection.close()
 
 
-def _reply_outcome(recipient: str, code: int, message: str) -> Outcome:
-    status = PERMANENT if 500 <= code < 600 else TEMPORARY
-    return Outcome(recipient=recipient, status=status, detail=f"{code} {message}", smtp=True)
+def _reply_outcome(recipient: str, reply: Reply) -> Outcome:
+    status = PERMANENT if 500 <= reply.code < 600 else TEMPORARY
+    return Outcome(recipient=recipient, status=status, detail=str(reply), smtp=True)
 
 
 def _all(recipients: Sequence[str], status: str, detail: str) -> list[Outcome]:
@@ -302,6 +306,8 @@ class RetrySchedule:
     initial: float
     maximum: float
     max_age: float
+    #: Seconds after which the sender is told once that the message waits; 0: never.
+    delay_warning: float = 0
 
     @classmethod
     def for_config(cls, config: Config) -> RetrySchedule:
@@ -310,11 +316,16 @@ class RetrySchedule:
             initial=delivery.retry_initial,
             maximum=delivery.retry_max_interval,
             max_age=delivery.max_age,
+            delay_warning=delivery.delay_warning,
         )
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the *attempts*-th failed attempt: doubling, capped."""
         return float(min(self.initial * 2 ** max(attempts - 1, 0), self.maximum))
+
+    def warns(self, age: float) -> bool:
+        """Whether a message *age* seconds in the spool has waited long enough for a notice."""
+        return 0 < self.delay_warning <= age
 
 
 def settle(
@@ -326,28 +337,19 @@ def settle(
     now: float | None = None,
 ) -> str:
     """Record one attempt: keep the entry for a retry, or remove it; bounce new failures at
-    once (a DSN spooled before the entry goes). Returns a line for the log. Blocking I/O."""
+    once (a DSN spooled before the entry goes), and tell the sender once when the message
+    has waited ``delay_warning`` seconds. Returns a line for the log. Blocking I/O."""
     now = time.time() if now is None else now
     meta, state = claim.meta, claim.state
     delivered = [o.recipient for o in outcomes if o.status == DELIVERED]
-    failed = [
-        FailedRecipient(
-            recipient=o.recipient, status=o.enhanced_status, diagnostic=o.detail, smtp=o.smtp
-        )
-        for o in outcomes
-        if o.status == PERMANENT
-    ]
+    failed = [_reported(o, o.enhanced_status, o.detail) for o in outcomes if o.status == PERMANENT]
     temporary = [o for o in outcomes if o.status == TEMPORARY]
     age = now - meta.received_at
     if temporary and age >= schedule.max_age:
         failed += [
-            FailedRecipient(
-                recipient=o.recipient,
-                status="4.4.7",  # delivery time expired
-                # The next hop's last word when it said one, else why it could not be reached.
-                diagnostic=o.detail if o.smtp else f"gave up after {age:.0f}s: {o.detail}",
-                smtp=o.smtp,
-            )
+            # Delivery time expired; the next hop's last word when it said one, else why it
+            # could not be reached.
+            _reported(o, "4.4.7", o.detail if o.smtp else f"gave up after {age:.0f}s: {o.detail}")
             for o in temporary
         ]
         temporary = []
@@ -356,21 +358,44 @@ def settle(
         delivered=[*state.delivered, *delivered],
         failed=[*state.failed, *failed],
         last_error=temporary[0].detail if temporary else state.last_error,
+        delay_notified=state.delay_notified,
     )
+    parts = []
     if failed:
         _bounce(claim, failed, reporting_mta)
+    if temporary and not state.delay_notified and schedule.warns(age) and meta.sender:
+        # Spooled before the state that says so: a crash in between warns twice, never not.
+        delayed = [_reported(o, o.enhanced_status, o.detail) for o in temporary]
+        retry_until = dt.datetime.fromtimestamp(meta.received_at + schedule.max_age, dt.UTC)
+        notice = build_delay_notice(
+            reporting_mta=reporting_mta,
+            original=meta,
+            original_content=claim.content,
+            delayed=delayed,
+            retry_until=retry_until,
+        )
+        _report_to_sender(claim, f"W{state.attempts}", notice)
+        state = attrs.evolve(state, delay_notified=True)
+        parts.append(f"told {meta.sender} it is delayed")
     if temporary:
         delay = schedule.delay(state.attempts)
         claim.save_state(state, next_attempt=now + delay)
-        return (
+        deferred = (
             f"{meta.id}: deferred {len(temporary)} recipient(s) for {delay:.0f}s "
             f"(attempt {state.attempts}): {temporary[0].detail}"
         )
+        return "; ".join([deferred, *parts])
     claim.remove()
-    parts = [f"{meta.id}: delivered to {len(delivered)} recipient(s)"]
+    parts.insert(0, f"{meta.id}: delivered to {len(delivered)} recipient(s)")
     if failed:
         parts.append(f"bounced {', '.join(f.recipient for f in failed)}: {failed[0].diagnostic}")
     return "; ".join(parts)
+
+
+def _reported(outcome: Outcome, status: str, diagnostic: str) -> FailedRecipient:
+    return FailedRecipient(
+        recipient=outcome.recipient, status=status, diagnostic=diagnostic, smtp=outcome.smtp
+    )
 
 
 def _bounce(claim: Claim, failed: Sequence[FailedRecipient], reporting_mta: str) -> None:
@@ -389,15 +414,59 @@ def _bounce(claim: Claim, failed: Sequence[FailedRecipient], reporting_mta: str)
         original_content=claim.content,
         failures=failed,
     )
-    bounce = EntryMeta(
-        id=f"{meta.id}.B{claim.state.attempts + 1}",
+    _report_to_sender(claim, f"B{claim.state.attempts + 1}", dsn)
+
+
+def _report_to_sender(claim: Claim, suffix: str, report: bytes) -> None:
+    """Spool *report* (a DSN) to the sender of *claim*'s message, with the null sender."""
+    meta = claim.meta
+    entry = EntryMeta(
+        id=f"{meta.id}.{suffix}",
         sender="",
         recipients=(meta.sender,),
         kind="dsn",
         received_at=time.time(),
         transaction=meta.transaction,
     )
-    claim.spool.store([(bounce, dsn)])
+    claim.spool.store([(entry, report)])
+
+
+class _Sweeper:
+    """Removes delivered entries in a thread of its own, so that the event loop hands them
+    over without waiting for a thread to answer. An entry stays claimed until its files are
+    gone: no deliverer takes it up again in between."""
+
+    def __init__(self) -> None:
+        self._claims: queue.Queue[Claim | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="sealrelay-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def remove(self, claim: Claim) -> None:
+        """Take over *claim*: its entry is removed and the claim released."""
+        self._claims.put(claim)
+
+    async def drain(self) -> None:
+        """Wait until every entry handed over so far is gone."""
+        await asyncio.to_thread(self._claims.join)
+
+    async def stop(self) -> None:
+        if self._thread.is_alive():
+            self._claims.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        while (claim := self._claims.get()) is not None:
+            try:
+                # Unsynced: after a crash of the machine the entry may come back and go out
+                # once more, which saves an fsync per message.
+                claim.remove(sync=False)
+            except SpoolError as error:
+                log.error("%s", error)  # the entry stays; it is delivered again
+            finally:
+                claim.release()
+                self._claims.task_done()
 
 
 # -- the runner ---------------------------------------------------------------------------
@@ -433,8 +502,10 @@ class DeliveryRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._sweeper = _Sweeper()
 
     async def start(self) -> None:
+        self._sweeper.start()
         self._loop_task = asyncio.create_task(self._scan_loop(), name="sealrelay-delivery")
 
     def notify(self, claims: Sequence[Claim]) -> None:
@@ -480,17 +551,22 @@ class DeliveryRunner:
                     claim = await asyncio.to_thread(self.spool.claim, entry_id)
                 if claim is None:
                     return  # delivered meanwhile, or another worker has it
-                with claim:
-                    pending = claim.state.pending(claim.meta)
-                    outcomes = await self.transport.send(claim.meta, claim.content, pending)
-                    line = await asyncio.to_thread(
-                        settle,
-                        claim,
-                        outcomes,
-                        schedule=self.schedule,
-                        reporting_mta=self.reporting_mta,
-                        now=self._clock(),
-                    )
+                pending = claim.state.pending(claim.meta)
+                outcomes = await self.transport.send(claim.meta, claim.content, pending)
+                if all(o.status == DELIVERED for o in outcomes):
+                    # The common case has nothing to record: the entry just goes.
+                    self._sweeper.remove(claim)
+                    claim = None
+                    log.info("%s: delivered to %d recipient(s)", entry_id, len(outcomes))
+                    return
+                line = await asyncio.to_thread(
+                    settle,
+                    claim,
+                    outcomes,
+                    schedule=self.schedule,
+                    reporting_mta=self.reporting_mta,
+                    now=self._clock(),
+                )
                 log.info("%s", line)
         except SpoolError as error:
             log.error("delivery of %s stopped: %s", entry_id, error)
@@ -516,9 +592,11 @@ class DeliveryRunner:
                 task.cancel()  # the entry stays in the spool for the next start
             if unfinished:
                 await asyncio.wait(unfinished)
+        await self._sweeper.stop()
         await self.transport.close()
 
     async def drain(self) -> None:
         """Wait until the deliveries started so far are done (for tests and the demo)."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self._sweeper.drain()

@@ -103,6 +103,8 @@ class EntryState:
     delivered: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     failed: tuple[FailedRecipient, ...] = attrs.field(default=(), converter=_failures)
     last_error: str = ""
+    #: The sender was told that the message is delayed (that happens once).
+    delay_notified: bool = False
 
     def pending(self, meta: EntryMeta) -> list[str]:
         done = set(self.delivered) | {f.recipient for f in self.failed}
@@ -422,8 +424,12 @@ class Claim:
             raise _spool_error("record delivery state in", target, error) from None
         self.state = state
 
-    def remove(self) -> None:
-        """Delete the entry: it is delivered or bounced."""
+    def remove(self, *, sync: bool = True) -> None:
+        """Delete the entry: it is delivered or bounced.
+
+        Without *sync* the directory is not fsynced, so a crash of the machine (not merely of
+        the process) may bring the entry back to be delivered again: a duplicate, never a loss.
+        """
         spool = self.spool
         try:
             # The message first: a state file left behind is cleaned up by recover(), while a
@@ -431,7 +437,8 @@ class Claim:
             spool.msg_path(self.meta.id).unlink()
             with contextlib.suppress(FileNotFoundError):
                 spool.state_path(self.meta.id).unlink()
-            _fsync_dir(spool.queue_dir)
+            if sync:
+                _fsync_dir(spool.queue_dir)
         except OSError as error:
             raise _spool_error("remove", spool.msg_path(self.meta.id), error) from None
 

@@ -60,6 +60,7 @@ def _row(entry: QueuedEntry) -> dict[str, Any]:
         "next_attempt": _iso(entry.next_attempt),
         "attempts": state.attempts,
         "last_error": state.last_error,
+        "delay_notified": state.delay_notified,
         "active": entry.active,
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import email
 import email.policy
 import imaplib
@@ -13,6 +14,7 @@ import os
 import shutil
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -24,6 +26,10 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from sealrelay import Policy, hookimpl
 from sealrelay.core.bus import MessageBus
@@ -184,15 +190,36 @@ def running(config: Config, extra: dict[str, object] | None = None) -> Iterator[
 class Sink:
     """An aiosmtpd next hop that records what it receives, and can refuse on demand."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        pipelining: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.port = port or free_port()
+        #: Offer PIPELINING (aiosmtpd takes pipelined commands, but does not say so).
+        self.pipelining = pipelining
+        #: Offer STARTTLS with this context.
+        self.tls = tls
         self.received: list[tuple[str, list[str], bytes]] = []
+        #: For each message received: whether it came over TLS.
+        self.over_tls: list[bool] = []
         #: Returns a reply to refuse a recipient at RCPT, or None to accept it.
         self.refuse_rcpt: Callable[[str], str | None] = lambda _address: None
         #: Returns a reply to refuse the message at the end of DATA, or None to take it.
         self.refuse_data: Callable[[str], str | None] = lambda _sender: None
+        #: Close this many connections right after a message, as a next hop ending an idle
+        #: connection does.
+        self.hang_ups = 0
         self.controller: Controller | None = None
         self.lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
         refusal = self.refuse_rcpt(address)
@@ -209,11 +236,19 @@ class Sink:
             self.received.append(
                 (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
             )
+            self.over_tls.append(session.ssl is not None)
+            if self.hang_ups:
+                self.hang_ups -= 1
+                asyncio.get_running_loop().call_later(0.05, server.transport.close)
         return "250 2.0.0 Ok: queued"
 
     def start(self) -> Sink:
         self.controller = Controller(
-            self, hostname="127.0.0.1", port=self.port, server_hostname="sink.test"
+            self,
+            hostname="127.0.0.1",
+            port=self.port,
+            server_hostname="sink.test",
+            tls_context=self.tls,
         )
         self.controller.start()
         return self
@@ -250,6 +285,34 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_certificate(directory: Path) -> tuple[str, str]:
+    """A self-signed certificate for relay.test and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("relay.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
 
 
 def config_for(tmp_path: Path, **sections: dict[str, Any]) -> Config:

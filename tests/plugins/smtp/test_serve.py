@@ -3,6 +3,7 @@ and the crash test (SIGKILL under load: every message answered 250 is delivered)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -101,9 +102,14 @@ class Server:
                 self.stderr += chunk
 
     def worker_pids(self) -> list[int]:
+        """serve's children that listen on the SMTP port: the workers, not the processes of
+        background services (the key-pool replenisher, the CRL refresher)."""
         assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        listening = listening_sockets(self.port)
+        return [
+            pid for pid in map(int, children.read_text().split()) if sockets_of(pid) & listening
+        ]
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.process is not None
@@ -120,6 +126,30 @@ class Server:
 
     def client(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.port, local_hostname=LOCAL, timeout=30)
+
+
+def listening_sockets(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on *port* (one per worker: SO_REUSEPORT)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def sockets_of(pid: int) -> set[str]:
+    """The inodes of the sockets process *pid* holds open."""
+    inodes = set()
+    with contextlib.suppress(FileNotFoundError):  # the process has just gone
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                target = os.readlink(descriptor)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+    return inodes
 
 
 @pytest.fixture
