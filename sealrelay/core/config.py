@@ -100,6 +100,9 @@ class DeliveryConfig:
     retry_initial: int = 60
     retry_max_interval: int = 3600
     max_age: int = 432000
+    #: Seconds in the spool after which the sender is told, once, that the message is still
+    #: being retried (an RFC 3464 "delayed" notice); 0: never.
+    delay_warning: int = 14400
     #: Simultaneous deliveries (and pooled next-hop connections) per worker.
     concurrency: int = 8
     #: Seconds between looks at the spool for messages due again.
@@ -410,6 +413,10 @@ def _delivery(table: object) -> DeliveryConfig:
     )
     if "/" in delivery.node or delivery.node in (".", ".."):
         raise ConfigError(f"[delivery] node = {delivery.node!r} must be a plain directory name")
+    if delivery.delay_warning < 0:
+        raise ConfigError(
+            f"[delivery] delay_warning = {delivery.delay_warning} must be 0 (never) or more"
+        )
     return delivery
 
 
