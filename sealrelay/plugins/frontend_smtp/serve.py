@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from types import FrameType
 from typing import Final
 
@@ -133,31 +134,16 @@ class Supervisor:
         return f"background services: {running or 'none'}"
 
     def _spawn_service(self, service: BackgroundService) -> None:
-        pid = os.fork()
-        if pid == 0:  # the service
-            status = 1
-            try:
-                status = run_service(self.config, self.plugins, service)
-            except BaseException:  # noqa: BLE001 - a service reports everything and exits
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(status)
+        pid = _fork(lambda: run_service(self.config, self.plugins, service))
         self._services[pid] = (service, time.monotonic())
 
     def _spawn(self, index: int, ready_write: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            status = 1
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
-                status = asyncio.run(run_worker(self.config, self.plugins, ready_write))
-            except BaseException:  # noqa: BLE001 - a worker reports everything and exits
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(status)
+        def work() -> int:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            return asyncio.run(run_worker(self.config, self.plugins, ready_write))
+
+        pid = _fork(work)
         self._children[pid] = (index, time.monotonic())
 
     def _supervise(self, ready_read: int, ready_write: int) -> None:
@@ -245,6 +231,21 @@ class Supervisor:
                 os.waitpid(pid, 0)
         self._children.clear()
         self._services.clear()
+
+
+def _fork(child: Callable[[], int]) -> int:
+    """Run *child* in a new process that exits with its status; the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = child()
+        except BaseException:  # noqa: BLE001 - a child reports everything and exits
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    return pid
 
 
 def _cause(code: int) -> str:
