@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import attrs
 
 from sealrelay.exceptions import SealrelayError
@@ -11,11 +14,17 @@ class AddressError(SealrelayError):
     """A string is not a usable e-mail address."""
 
 
+#: Exactly what ``str.isspace`` or a code point below 32 matches, in one C-level scan.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
+
+
 def _normalise_domain(domain: str) -> str:
     """The domain in lower-case Unicode form (U-labels): IDN and punycode forms then match."""
     domain = domain.rstrip(".").lower()
     if not domain or any(not label for label in domain.split(".")):
         raise AddressError(f"{domain!r} is not a domain name")
+    if domain.isascii() and "xn--" not in domain:
+        return domain  # the IDNA codec returns such a domain unchanged, slowly
     try:
         return domain.encode("ascii").decode("idna") if domain.isascii() else domain
     except UnicodeError as error:
@@ -38,15 +47,7 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse ``local@domain`` (angle brackets allowed); raise AddressError on anything else."""
-        text = text.strip()
-        if text.startswith("<") and text.endswith(">"):
-            text = text[1:-1]
-        local, at, domain = text.rpartition("@")
-        if not at or not local or not domain:
-            raise AddressError(f"{text!r} is not an e-mail address (expected local@domain)")
-        if any(ch.isspace() or ord(ch) < 32 for ch in text):
-            raise AddressError(f"{text!r} contains white space or control characters")
-        return cls(local=local, domain=_normalise_domain(domain))
+        return _parse(text)
 
     @property
     def ascii_domain(self) -> str:
@@ -69,3 +70,19 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}"
+
+
+# A message names its sender and recipients about ten times on its way through the relay, and
+# the same correspondents come back all day: parsing each text once is worth a bounded cache.
+# Addresses are frozen, so a cached one cannot be changed by whoever got it.
+@functools.lru_cache(maxsize=8192)
+def _parse(text: str) -> Address:
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain:
+        raise AddressError(f"{text!r} is not an e-mail address (expected local@domain)")
+    if _SPACE_OR_CONTROL.search(text):
+        raise AddressError(f"{text!r} contains white space or control characters")
+    return Address(local=local, domain=_normalise_domain(domain))

@@ -206,11 +206,12 @@ class MessageBus:
         message = headers.remove_headers(
             message, headers.SECURITY_HEADER_PREFIX, "Bcc", "Resent-Bcc"
         )
-        layer = headers.classify(message)
+        parsed = headers.parse_headers(message)
+        layer = headers.layer_of(parsed)
         if layer != headers.PLAIN and not headers.carries_cms(message, layer):
             # A label is not a signature or an envelope: the policy applies as to plain mail.
             layer = headers.PLAIN
-        visible = headers.visible_recipients(message)
+        visible = headers.recipients_named(parsed)
         decisions = [self._decide(envelope, rcpt, layer, visible) for rcpt in envelope.recipients]
 
         rejected = [_failure(d, temporary=False) for d in decisions if d.action == "reject"]

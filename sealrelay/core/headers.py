@@ -53,7 +53,11 @@ def parse_headers(message: bytes) -> Message:
 
 def classify(message: bytes) -> str:
     """``enveloped``, ``signed`` or ``plain``: what the outermost layer of *message* is."""
-    headers = parse_headers(message)
+    return layer_of(parse_headers(message))
+
+
+def layer_of(headers: Message) -> str:
+    """:func:`classify` for a header block :func:`parse_headers` returned."""
     content_type = headers.get_content_type()
     if content_type in _PKCS7_MIME:
         smime_type = str(headers.get_param("smime-type", "") or "").lower()
@@ -170,7 +174,11 @@ def parameter_value(text: str) -> str:
 
 def visible_recipients(message: bytes) -> set[str]:
     """Normalised addresses named in To, Cc and their Resent- forms."""
-    headers = parse_headers(message)
+    return recipients_named(parse_headers(message))
+
+
+def recipients_named(headers: Message) -> set[str]:
+    """:func:`visible_recipients` for a header block :func:`parse_headers` returned."""
     values = [
         str(value)
         for name in ("To", "Cc", "Resent-To", "Resent-Cc")
