@@ -2224,6 +2224,29 @@ def test_hook_sealrelay_message_processed(tmp_path, pki, caplog):
     assert SECRET not in "".join(lines)
 
 
+def test_the_audit_log_follows_a_rotated_file_and_loses_no_line(tmp_path):
+    # The log keeps its file open between messages; logrotate moves it away.
+    config = make_config(tmp_path, policy={"sign": "none"})
+    (tmp_path / "var").mkdir()
+    log, rotated = tmp_path / "var" / "audit.jsonl", tmp_path / "var" / "audit.jsonl.1"
+    with MessageBus(load(config), config) as bus:
+        outbound(bus, make_message(), BOB)
+        log.rename(rotated)
+        outbound(bus, make_message(), BOB)  # may still go to the moved file
+        time.sleep(1.1)  # the path is compared with the open file once a second
+        outbound(bus, make_message(), BOB)
+        log.unlink()
+        time.sleep(1.1)
+        outbound(bus, make_message(), BOB)
+
+    def ids(path: Path) -> list[str]:
+        return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+    assert len(ids(rotated)) in (1, 2)
+    assert len(ids(log)) == 1  # the fourth message, in a file made anew after the deletion
+    assert len(set(ids(rotated))) == len(ids(rotated))
+
+
 # == front ends =============================================================================
 
 

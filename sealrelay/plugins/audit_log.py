@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,57 @@ from sealrelay.hookspecs import hookimpl
 
 
 class _AuditFile:
-    """Appends JSON lines; one ``write`` per record keeps lines whole across processes."""
+    """Appends JSON lines; one ``write`` per record keeps lines whole across processes.
+
+    The file stays open between records: opening it for each message cost more than writing
+    the line. Once a second it is checked against the path, so that a file rotated away (or
+    deleted) is let go and the next record starts a new one at the path.
+    """
 
     def __init__(self) -> None:
         self.path: Path | None = None
         self._lock = threading.Lock()
+        self._descriptor: int | None = None
+        self._checked_at = 0.0
 
     def append(self, record: dict[str, Any]) -> None:
-        # Before `sealrelay init` there is no data directory; nothing to audit into yet.
-        if self.path is None or not self.path.parent.is_dir():
+        if self.path is None:
             return
         line = json.dumps(record, sort_keys=True, default=str).encode() + b"\n"
         with self._lock:
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
+            descriptor = self._open(self.path)
+            if descriptor is not None:
                 os.write(descriptor, line)
-            finally:
-                os.close(descriptor)
+
+    def _open(self, path: Path) -> int | None:
+        """The descriptor to append to, or None before `sealrelay init` made the data
+        directory (there is nothing to audit into yet)."""
+        now = time.monotonic()
+        if self._descriptor is not None and now - self._checked_at < 1.0:
+            return self._descriptor
+        self._checked_at = now
+        if self._descriptor is not None:
+            try:
+                if os.path.samestat(os.stat(path), os.fstat(self._descriptor)):
+                    return self._descriptor
+            except FileNotFoundError:
+                pass
+            self._let_go()
+        if not path.parent.is_dir():
+            return None
+        self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._descriptor
+
+    def use(self, path: Path | None) -> None:
+        """Append to *path* from now on (None: nowhere)."""
+        with self._lock:
+            self._let_go()
+            self.path = path
+
+    def _let_go(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
 
 
 _audit = _AuditFile()
@@ -40,7 +75,13 @@ _audit = _AuditFile()
 
 @hookimpl
 def sealrelay_configure(config: Config) -> None:
-    _audit.path = config.data_dir / "audit.jsonl"
+    _audit.use(config.data_dir / "audit.jsonl")
+
+
+@hookimpl
+def sealrelay_shutdown(config: Config) -> None:
+    # The same path again: the next record (a command after shutdown) reopens the file.
+    _audit.use(config.data_dir / "audit.jsonl")
 
 
 @hookimpl
