@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sealrelay import RejectMessage, hookimpl
+from sealrelay import Policy, RejectMessage, hookimpl
 from sealrelay.exceptions import ConfigError
 from sealrelay.spool.store import EntryMeta, Spool, SpoolError
 from tests.plugins.smtp.harness import (
@@ -186,6 +186,41 @@ def test_policy_that_holds_refuses_temporarily_at_rcpt(tmp_path):
         code, text = client.rcpt("secret@example.net")
     assert code == 450
     assert text.startswith(b"4.7.1 ")
+
+
+class SwitchablePolicy:
+    """Mail to secret@example.net must be encrypted (no certificate is known) once switched on."""
+
+    def __init__(self) -> None:
+        self.strict = False
+
+    @hookimpl
+    def sealrelay_resolve_policy(self, recipient: str) -> Policy | None:
+        if not self.strict or recipient != "secret@example.net":
+            return None
+        return Policy(sign="none", encrypt="always", origin="test")
+
+
+def test_a_remembered_rcpt_acceptance_never_sends_against_a_changed_policy(tmp_path):
+    # RCPT TO remembers accepted pairs for a few seconds; DATA must decide again.
+    policy = SwitchablePolicy()
+    with running(config_for(tmp_path), {"policy": policy}) as relay:
+        with relay.client() as client:
+            client.ehlo()
+            client.mail("alice@example.org")
+            assert client.rcpt("secret@example.net")[0] == 250
+            client.rset()
+            policy.strict = True
+            client.mail("alice@example.org")
+            assert client.rcpt("secret@example.net")[0] == 250  # the remembered answer
+            code, text = client.data(make_message("now secret"))
+            assert code == 550
+            assert b"policy requires encryption" in text
+            client.rset()
+            client.mail("carol@example.org")  # another pair: asked afresh
+            assert client.rcpt("secret@example.net")[0] == 550
+        relay.drain()
+        assert maildir_messages(tmp_path / "outbox") == []
 
 
 def test_relaying_needs_a_trusted_network_or_auth(tmp_path):
