@@ -132,7 +132,7 @@ class QueuedEntry:
     active: bool
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
@@ -140,7 +140,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def _write_synced(path: Path, *chunks: bytes, lock: bool = False) -> int | None:
+def _write_synced(path: str | Path, *chunks: bytes, lock: bool = False) -> int | None:
     """Create *path* (never overwriting) with *chunks*, and fsync it. With *lock*, the file is
     flocked before anything is in it and its descriptor returned, still open and locked."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -161,7 +161,7 @@ def _write_synced(path: Path, *chunks: bytes, lock: bool = False) -> int | None:
     return None
 
 
-def _spool_error(action: str, path: Path, error: OSError) -> SpoolError:
+def _spool_error(action: str, path: str | Path, error: OSError) -> SpoolError:
     no_space = error.errno in (errno.ENOSPC, errno.EDQUOT)
     return SpoolError(
         f"cannot {action} {path}: {error.strerror or error}"
@@ -177,6 +177,10 @@ class Spool:
         self.root = root
         self.queue_dir = root / "queue"
         self.tmp_dir = root / "tmp"
+        # The same as strings, for the paths of every message: pathlib costs more than the
+        # system calls that use them.
+        self._queue = str(self.queue_dir)
+        self._tmp = str(self.tmp_dir)
 
     @classmethod
     def for_config(cls, config: Config) -> Spool:
@@ -211,12 +215,13 @@ class Spool:
         entries come back claimed for delivery (locked from their creation on), which saves
         the deliverer reading back what it has in memory; else the list is empty.
         """
-        written: list[Path] = []
-        temporary: list[Path] = []
+        written: list[str] = []
+        temporary: list[str] = []
         descriptors: list[int] = []
+        pid = os.getpid()
         try:
             for meta, content in entries:
-                path = self.tmp_dir / f"{meta.id}.{os.getpid()}.msg"
+                path = f"{self._tmp}/{meta.id}.{pid}.msg"
                 temporary.append(path)
                 try:
                     descriptor = _write_synced(path, meta.to_json(), b"\n", content, lock=claim)
@@ -225,17 +230,17 @@ class Spool:
                 if descriptor is not None:
                     descriptors.append(descriptor)
             for path, (meta, _) in zip(temporary, entries, strict=True):
-                target = self.msg_path(meta.id)
+                target = f"{self._queue}/{meta.id}.msg"
                 os.rename(path, target)
                 written.append(target)
             try:
-                _fsync_dir(self.queue_dir)
+                _fsync_dir(self._queue)
             except OSError as error:
                 raise _spool_error("sync", self.queue_dir, error) from None
         except BaseException:
             for path in [*written, *temporary]:
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    os.unlink(path)
             for descriptor in descriptors:
                 os.close(descriptor)
             raise
@@ -431,14 +436,15 @@ class Claim:
         the process) may bring the entry back to be delivered again: a duplicate, never a loss.
         """
         spool = self.spool
+        stem = f"{spool._queue}/{self.meta.id}"
         try:
             # The message first: a state file left behind is cleaned up by recover(), while a
             # message left without its state would go again to recipients that have it.
-            spool.msg_path(self.meta.id).unlink()
+            os.unlink(f"{stem}.msg")
             with contextlib.suppress(FileNotFoundError):
-                spool.state_path(self.meta.id).unlink()
+                os.unlink(f"{stem}.state")
             if sync:
-                _fsync_dir(spool.queue_dir)
+                _fsync_dir(spool._queue)
         except OSError as error:
             raise _spool_error("remove", spool.msg_path(self.meta.id), error) from None
 
