@@ -37,8 +37,18 @@ def split_message(message: bytes) -> tuple[bytes, bytes]:
     match = _BODY_SEPARATOR.search(message)
     if match is None:
         return message, b""
-    head_end = match.start() + (2 if message[match.start() : match.start() + 2] == b"\r\n" else 1)
-    return message[:head_end], message[match.end() :]
+    return message[: _head_end(message, match)], message[match.end() :]
+
+
+def header_block(message: bytes) -> bytes:
+    """The header block of :func:`split_message`, without copying the body."""
+    match = _BODY_SEPARATOR.search(message)
+    return message if match is None else message[: _head_end(message, match)]
+
+
+def _head_end(message: bytes, separator: re.Match[bytes]) -> int:
+    start = separator.start()
+    return start + (2 if message[start : start + 2] == b"\r\n" else 1)
 
 
 def parse_headers(message: bytes) -> Message:
@@ -46,7 +56,7 @@ def parse_headers(message: bytes) -> Message:
 
     Header bytes are read as UTF-8, which RFC 6532 (SMTPUTF8) allows in headers.
     """
-    head, _ = split_message(message)
+    head = header_block(message)
     text = head.decode("utf-8", "surrogateescape")
     return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
 
@@ -139,9 +149,12 @@ def remove_headers(message: bytes, *names: str) -> bytes:
         name = _field_name(field)
         return name in exact or (bool(prefixes) and name.startswith(prefixes))
 
-    head, body = split_message(message)
-    kept = [field for field in _header_lines(head) if not unwanted(field)]
-    return b"".join(kept) + message[len(head) : len(message) - len(body)] + body
+    head = header_block(message)
+    fields = _header_lines(head)
+    kept = [field for field in fields if not unwanted(field)]
+    if len(kept) == len(fields):
+        return message  # the usual case: no copy of the body
+    return b"".join(kept) + message[len(head) :]
 
 
 def add_headers(message: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
@@ -217,8 +230,8 @@ def merge_entity(outer: bytes, inner: bytes) -> bytes:
     Content headers come from the inner entity only; a header the inner entity carries itself
     (a protected header, RFC 8551 3.1) wins over the outer copy.
     """
-    outer_head, _ = split_message(outer)
-    inner_head, _ = split_message(inner)
+    outer_head = header_block(outer)
+    inner_head = header_block(inner)
     inner_names = {_field_name(field) for field in _header_lines(inner_head)}
     kept = [
         field

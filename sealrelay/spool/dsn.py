@@ -13,7 +13,7 @@ import email.utils
 import secrets
 from collections.abc import Sequence
 
-from sealrelay.core.headers import split_message
+from sealrelay.core.headers import header_block
 from sealrelay.spool.store import EntryMeta, FailedRecipient
 
 
@@ -89,7 +89,7 @@ def _report(
     now = now or dt.datetime.now(dt.UTC)
     boundary = f"=_sealrelay_{secrets.token_hex(12)}"
     arrival = dt.datetime.fromtimestamp(original.received_at, dt.UTC)
-    head, _ = split_message(original_content)
+    head = header_block(original_content)
 
     text = [f"This is the mail system at {reporting_mta}.", "", *explanation, ""]
     text += [f"<{r.recipient}>: {r.diagnostic}" for r in recipients]
