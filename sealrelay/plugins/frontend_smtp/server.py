@@ -631,7 +631,10 @@ def _refuse_all(*_args: Any) -> AuthResult:
 def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket that other worker processes can bind too (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio switches Nagle's algorithm off (TCP_NODELAY) only
+    # on connections whose socket says TCP. With it on, the replies to pipelined commands
+    # waited for the client's delayed ACK, 40 ms per transaction.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

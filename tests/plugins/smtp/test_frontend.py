@@ -73,6 +73,16 @@ def test_ehlo_offers_the_extensions_and_nothing_unconfigured(tmp_path):
         assert not client.has_extn("starttls")  # no certificate configured
 
 
+def test_replies_to_pipelined_commands_are_not_held_back_by_nagle(tmp_path):
+    # With Nagle's algorithm on, the second reply to a pipelined MAIL/RCPT/DATA waits for the
+    # client's delayed ACK (40 ms on Linux) in every transaction.
+    with running(config_for(tmp_path)) as relay, relay.client() as client:
+        client.ehlo()
+        [connection] = relay.frontend("smtp").connections
+        sock = connection.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 def test_outbound_and_inbound_go_their_ways_and_arrive_byte_exact(tmp_path):
     body = (
         ".a line that starts with a dot\r\n..two dots\r\n.\r\nGrüße, 8bit\r\n"
