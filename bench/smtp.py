@@ -37,6 +37,8 @@ import aiosmtplib
 import attrs
 from aiosmtpd.controller import Controller
 
+from sealrelay.spool.smtp_client import SmtpConnection
+
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"10 KB": 10 * 1024, "1 MB": 1024 * 1024}
@@ -216,14 +218,19 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
 async def _connection(
     port: int, size: int, deadline: float, latencies: list[float], offset: int
 ) -> None:
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="localhost")
-    await client.connect()
+    # The relay's own SMTP client: it sends a message with a few C-level scans, where
+    # aiosmtplib spent about 20 ms of CPU per MB, more than either server, on the same cores.
+    client = await SmtpConnection.open(
+        "127.0.0.1", port, local_hostname="localhost", timeout=60, tls=None
+    )
     number = offset
     while time.monotonic() < deadline:
         number += 1
         message = message_of(size, number)
         started = time.perf_counter()
-        await client.sendmail("alice@example.org", ["bob@example.net"], message)
+        sent = await client.send("alice@example.org", ["bob@example.net"], message, [])
+        if sent.data is None or not sent.data.ok:
+            raise SystemExit(f"the server refused a message: {sent}")
         latencies.append(time.perf_counter() - started)
     await client.quit()
 
