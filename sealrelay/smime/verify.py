@@ -15,9 +15,11 @@ from __future__ import annotations
 import datetime
 import email.utils
 import functools
+import hashlib
 import struct
+import threading
 from collections.abc import Sequence
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 import attrs
 from asn1crypto import algos, cms, core
@@ -105,26 +107,33 @@ class VerificationResult:
 # --- parsing -------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class _SignerInfo:
+class _SignerInfo(NamedTuple):
+    """(A NamedTuple: a sender's next signature reuses the parse of an earlier one with its
+    first `_PER_MESSAGE_FIELDS` fields, those that differ in every message, replaced, and
+    attrs.evolve took longer than the rest of that reuse.)"""
+
+    signature: bytes
+    signed_attrs: bytes | None  # re-tagged as SET: the bytes the signature covers
+    message_digest: bytes | None
+    signing_time: datetime.datetime | None
     sid_issuer: bytes | None  # DER Name, compared with `names_equal`
     sid_serial: int | None
     sid_key_id: bytes | None
     digest: str  # asn1crypto name or dotted OID
     signature_oid: str
     pss_params: algos.RSASSAPSSParams | None
-    signature: bytes
-    signed_attrs: bytes | None  # re-tagged as SET: the bytes the signature covers
     content_type: str | None
-    message_digest: bytes | None
-    signing_time: datetime.datetime | None
     capabilities: tuple[str, ...]
+    #: The certificate among those the message carries that the sid names.
+    carried_certificate: x509.Certificate | None
 
 
-@attrs.frozen
-class _SignedData:
+_PER_MESSAGE_FIELDS = 4
+
+
+class _SignedData(NamedTuple):
     econtent: bytes | None
-    certificates: tuple[_Carried, ...]
+    certificates: tuple[x509.Certificate, ...]  # as carried, broken ones left out
     signer_infos: tuple[_SignerInfo, ...]
 
 
@@ -168,15 +177,15 @@ def _decoded_capabilities(encoding: bytes) -> tuple[str, ...]:
         return ()
 
 
-def _single(values: list[bytes], what: str) -> bytes:
+def _single(values: list[Element], what: str) -> Element:
     if len(values) != 1:
         raise MalformedMessage(f"signed attribute {what} must occur once with one value")
     return values[0]
 
 
-def _attribute_values(reader: Reader, signed_attrs: Element) -> dict[str, list[bytes]]:
-    """The encoded values of each signed attribute, by dotted attribute type."""
-    values: dict[str, list[bytes]] = {}
+def _attribute_values(reader: Reader, signed_attrs: Element) -> dict[str, list[Element]]:
+    """The values of each signed attribute, by dotted attribute type."""
+    values: dict[str, list[Element]] = {}
     for attribute in reader.children(signed_attrs):
         if not attribute.is_(UNIVERSAL, TAG_SEQUENCE):
             raise MalformedMessage("a signed attribute is not a SEQUENCE")
@@ -192,7 +201,7 @@ def _attribute_values(reader: Reader, signed_attrs: Element) -> dict[str, list[b
         kind = oid_dotted(reader.bytes_of(oid))
         if kind in values:
             raise MalformedMessage(f"signed attribute {kind} occurs twice")
-        values[kind] = [reader.bytes_of(value) for value in reader.children(value_set)]
+        values[kind] = list(reader.children(value_set))
     return values
 
 
@@ -221,8 +230,19 @@ def _time(encoding: bytes) -> datetime.datetime:
     return cast(datetime.datetime, cms.Time.load(encoding).native)
 
 
-def _parse_signer_info(reader: Reader, signer_info: Element) -> _SignerInfo:
-    """RFC 5652 5.3 SignerInfo (DER or BER)."""
+class _Slots(NamedTuple):
+    """Where the values of a SignerInfo that differ in every message lie in the encoding."""
+
+    signed_attrs: Element | None
+    message_digest: Element | None
+    signing_time: Element | None
+    signature: Element
+
+
+def _parse_signer_info(
+    reader: Reader, signer_info: Element, certificates: Sequence[_Carried]
+) -> tuple[_SignerInfo, _Slots]:
+    """RFC 5652 5.3 SignerInfo (DER or BER), with the one of `certificates` it names."""
     if not signer_info.is_(UNIVERSAL, TAG_SEQUENCE):
         raise MalformedMessage("a SignerInfo is not a SEQUENCE")
     fields = Fields(reader, signer_info, 7)
@@ -232,16 +252,18 @@ def _parse_signer_info(reader: Reader, signer_info: Element) -> _SignerInfo:
     if sid is not None:
         issuer, serial = _issuer_and_serial(reader.bytes_of(sid))
     else:  # [0] IMPLICIT SubjectKeyIdentifier
-        key_id = b"".join(reader.octet_string_chunks(fields.require(CONTEXT, 0)))
+        key_id = reader.octets(fields.require(CONTEXT, 0))
     digest = _digest_name(reader.bytes_of(fields.require(UNIVERSAL, TAG_SEQUENCE)))
     signed_attrs = fields.take(CONTEXT, 0, optional=True)
     signature_oid, pss_params = _signature_algorithm(
         reader.bytes_of(fields.require(UNIVERSAL, TAG_SEQUENCE))
     )
-    signature = b"".join(reader.octet_string_chunks(fields.require(UNIVERSAL, TAG_OCTET_STRING)))
+    signature_element = fields.require(UNIVERSAL, TAG_OCTET_STRING)
+    signature = reader.octets(signature_element)
     fields.take(CONTEXT, 1, optional=True)  # unsignedAttrs
     fields.end()
     raw_attrs = content_type = message_digest = signing_time = None
+    digest_element = time_element = None
     capabilities: tuple[str, ...] = ()
     if signed_attrs is not None:
         if not signed_attrs.constructed:
@@ -250,28 +272,35 @@ def _parse_signer_info(reader: Reader, signer_info: Element) -> _SignerInfo:
         raw_attrs = b"\x31" + reader.bytes_of(signed_attrs)[1:]
         values = _attribute_values(reader, signed_attrs)
         if "1.2.840.113549.1.9.3" in values:
-            content_type = oid_dotted(_single(values["1.2.840.113549.1.9.3"], "contentType"))
+            content_type = oid_dotted(
+                reader.bytes_of(_single(values["1.2.840.113549.1.9.3"], "contentType"))
+            )
         if "1.2.840.113549.1.9.4" in values:
-            message_digest = _octets(_single(values["1.2.840.113549.1.9.4"], "messageDigest"))
+            digest_element = _single(values["1.2.840.113549.1.9.4"], "messageDigest")
+            message_digest = _octets(reader.bytes_of(digest_element))
         if "1.2.840.113549.1.9.5" in values:
-            signing_time = _time(_single(values["1.2.840.113549.1.9.5"], "signingTime"))
+            time_element = _single(values["1.2.840.113549.1.9.5"], "signingTime")
+            signing_time = _time(reader.bytes_of(time_element))
         capability_values = values.get("1.2.840.113549.1.9.15", [])
         if len(capability_values) == 1:
-            capabilities = _decoded_capabilities(capability_values[0])
-    return _SignerInfo(
+            capabilities = _decoded_capabilities(reader.bytes_of(capability_values[0]))
+    signer = _SignerInfo(
+        signature=signature,
+        signed_attrs=raw_attrs,
+        message_digest=message_digest,
+        signing_time=signing_time,
         sid_issuer=issuer,
         sid_serial=serial,
         sid_key_id=key_id,
         digest=digest,
         signature_oid=signature_oid,
         pss_params=pss_params,
-        signature=signature,
-        signed_attrs=raw_attrs,
         content_type=content_type,
-        message_digest=message_digest,
-        signing_time=signing_time,
         capabilities=capabilities,
+        carried_certificate=None,
     )
+    signer = signer._replace(carried_certificate=_find_signer(signer, certificates))
+    return signer, _Slots(signed_attrs, digest_element, time_element, signature_element)
 
 
 #: A certificate with the DER of its issuer Name, as received (for matching a sid).
@@ -289,6 +318,14 @@ def _load_certificate(der: bytes) -> _Carried | None:
     return _cached_certificate(der)
 
 
+#: cryptography's parse errors that are no ValueError.
+_CERTIFICATE_ERRORS = (
+    x509.DuplicateExtension,
+    x509.InvalidVersion,
+    x509.UnsupportedGeneralNameType,
+)
+
+
 def _parse_certificate(der: bytes) -> _Carried | None:
     # cryptography parses fields lazily, so every field used later is touched here rather
     # than failing in the middle of path building.
@@ -300,7 +337,7 @@ def _parse_certificate(der: bytes) -> _Carried | None:
         cert = x509.load_der_x509_certificate(der)
         for field in ("subject", "issuer", "extensions", "not_valid_before_utc"):
             getattr(cert, field)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, *_CERTIFICATE_ERRORS):
         return None
     return issuer, cert
 
@@ -323,60 +360,164 @@ def _parse_certificates(reader: Reader, certificate_set: Element) -> tuple[_Carr
 
 def _parse_signed_data(der: bytes) -> _SignedData:
     """Eagerly parses everything verification needs (DER or BER), inside the one place that
-    turns parse failures into MalformedMessage. The layers down to the SignerInfos are read
-    with the bounded BER reader: asn1crypto's lazy parsing of them cost more than the RSA
-    verification."""
+    turns parse failures into MalformedMessage; an encoding shaped like an earlier one reuses
+    its parse (see "reusing the parse" below)."""
     try:
-        # As in decryption: ample for real CMS, tight for a flood of tiny elements.
-        reader = Reader(memoryview(der).cast("B"), max_reads=100_000 + len(der) // 64)
-        top = reader.element(0, len(der))
-        if top.end != len(der) or not top.is_(UNIVERSAL, TAG_SEQUENCE):
-            raise MalformedMessage("not a CMS ContentInfo")
-        content_info = Fields(reader, top, 2)
-        content_type = oid_dotted(reader.bytes_of(content_info.require(UNIVERSAL, TAG_OID)))
-        if content_type != "1.2.840.113549.1.7.2":
-            name = cms.ContentType.map(content_type)
-            raise MalformedMessage(f"CMS content is {name}, not signed-data")
-        explicit = Fields(reader, content_info.require(CONTEXT, 0), 1)
-        content_info.end()
-        body = Fields(reader, explicit.require(UNIVERSAL, TAG_SEQUENCE), 6)
-        explicit.end()
-        body.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the fields that follow
-        body.require(UNIVERSAL, TAG_SET)  # digestAlgorithms: each SignerInfo names its own
-        encap = Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 2)
-        certificate_set = body.take(CONTEXT, 0, optional=True)
-        body.take(CONTEXT, 1, optional=True)  # crls: revocation comes from the caller
-        signer_info_set = body.require(UNIVERSAL, TAG_SET)
-        body.end()
-
-        econtent_type = oid_dotted(reader.bytes_of(encap.require(UNIVERSAL, TAG_OID)))
-        if econtent_type != "1.2.840.113549.1.7.1":
-            name = cms.ContentType.map(econtent_type)
-            raise MalformedMessage(f"signed content is {name}, not data")
-        econtent = None
-        wrapper = encap.take(CONTEXT, 0, optional=True)
-        encap.end()
-        if wrapper is not None:
-            octets = Fields(reader, wrapper, 1)
-            econtent = b"".join(
-                reader.octet_string_chunks(octets.require(UNIVERSAL, TAG_OCTET_STRING))
-            )
-            octets.end()
-        signer_infos = []
-        for signer_info in reader.children(signer_info_set):
-            signer_infos.append(_parse_signer_info(reader, signer_info))
-        certificates = (
-            _parse_certificates(reader, certificate_set) if certificate_set is not None else ()
-        )
+        template = _template_for(der)
+        if template is not None:
+            return _refill(template, der)
+        signed, slots = _read_signed_data(der)
     except MalformedMessage:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         raise MalformedMessage(f"malformed CMS SignedData: {exc}") from None
     except RecursionError:
         raise MalformedMessage("malformed CMS SignedData: nested too deeply") from None
-    if not signer_infos:
+    _remember(der, signed, slots)
+    return signed
+
+
+def _read_signed_data(der: bytes) -> tuple[_SignedData, tuple[_Slots, ...]]:
+    """The SignedData with where each SignerInfo's per-message values lie. The layers down to
+    the SignerInfos are read with the bounded BER reader: asn1crypto's lazy parsing of them
+    cost more than the RSA verification."""
+    # As in decryption: ample for real CMS, tight for a flood of tiny elements.
+    reader = Reader(memoryview(der).cast("B"), max_reads=100_000 + len(der) // 64)
+    top = reader.element(0, len(der))
+    if top.end != len(der) or not top.is_(UNIVERSAL, TAG_SEQUENCE):
+        raise MalformedMessage("not a CMS ContentInfo")
+    content_info = Fields(reader, top, 2)
+    content_type = oid_dotted(reader.bytes_of(content_info.require(UNIVERSAL, TAG_OID)))
+    if content_type != "1.2.840.113549.1.7.2":
+        name = cms.ContentType.map(content_type)
+        raise MalformedMessage(f"CMS content is {name}, not signed-data")
+    explicit = Fields(reader, content_info.require(CONTEXT, 0), 1)
+    content_info.end()
+    body = Fields(reader, explicit.require(UNIVERSAL, TAG_SEQUENCE), 6)
+    explicit.end()
+    body.require(UNIVERSAL, TAG_INTEGER)  # version: implied by the fields that follow
+    body.require(UNIVERSAL, TAG_SET)  # digestAlgorithms: each SignerInfo names its own
+    encap = Fields(reader, body.require(UNIVERSAL, TAG_SEQUENCE), 2)
+    certificate_set = body.take(CONTEXT, 0, optional=True)
+    body.take(CONTEXT, 1, optional=True)  # crls: revocation comes from the caller
+    signer_info_set = body.require(UNIVERSAL, TAG_SET)
+    body.end()
+
+    econtent_type = oid_dotted(reader.bytes_of(encap.require(UNIVERSAL, TAG_OID)))
+    if econtent_type != "1.2.840.113549.1.7.1":
+        name = cms.ContentType.map(econtent_type)
+        raise MalformedMessage(f"signed content is {name}, not data")
+    econtent = None
+    wrapper = encap.take(CONTEXT, 0, optional=True)
+    encap.end()
+    if wrapper is not None:
+        octets = Fields(reader, wrapper, 1)
+        econtent = reader.octets(octets.require(UNIVERSAL, TAG_OCTET_STRING))
+        octets.end()
+    certificates = (
+        _parse_certificates(reader, certificate_set) if certificate_set is not None else ()
+    )
+    signers = [
+        _parse_signer_info(reader, signer_info, certificates)
+        for signer_info in reader.children(signer_info_set)
+    ]
+    if not signers:
         raise MalformedMessage("CMS SignedData without any signer")
-    return _SignedData(econtent, certificates, tuple(signer_infos))
+    signed = _SignedData(
+        econtent,
+        tuple(cert for _, cert in certificates),
+        tuple(signer for signer, _ in signers),
+    )
+    return signed, tuple(slots for _, slots in signers)
+
+
+# --- reusing the parse of a sender's earlier signature --------------------------------------
+#
+# A sender's detached signatures differ from one message to the next only inside three
+# primitive elements of each SignerInfo: the signingTime and messageDigest values and the
+# signature value, whose lengths stay the same. The reader never looks inside a primitive
+# element, so two encodings of the same length that agree in every byte outside those contents
+# have the same tags and lengths everywhere and parse alike, but for those three values: they,
+# and the signed attributes holding two of them, are read from each message anew; the rest
+# (certificates, signer identifiers, algorithms, capabilities) comes from the earlier parse.
+
+
+@attrs.frozen
+class _Template:
+    #: (offset, bytes) of every stretch of the encoding outside the per-message contents.
+    fixed: tuple[tuple[int, bytes], ...]
+    parsed: _SignedData
+    slots: tuple[_Slots, ...]
+
+
+#: Templates by the length of their encoding, the newest first.
+_TEMPLATES: dict[int, tuple[_Template, ...]] = {}
+_MAX_TEMPLATE_LENGTHS = 64
+_TEMPLATES_PER_LENGTH = 4
+#: A signature with its certificates takes a few KiB; larger ones are parsed every time, so
+#: that the templates hold at most 64 * 4 encodings of 16 KiB and their parses.
+_MAX_TEMPLATE_ENCODING = 16 * 1024
+_templates_lock = threading.Lock()
+
+
+def _template_for(der: bytes) -> _Template | None:
+    for template in _TEMPLATES.get(len(der), ()):
+        for offset, piece in template.fixed:
+            if not der.startswith(piece, offset):
+                break
+        else:
+            return template
+    return None
+
+
+def _refill(template: _Template, der: bytes) -> _SignedData:
+    """The template's SignedData with the per-message values of `der`."""
+    signer_infos = tuple(
+        _refill_signer(signer, slots, der)
+        for signer, slots in zip(template.parsed.signer_infos, template.slots, strict=True)
+    )
+    return _SignedData(None, template.parsed.certificates, signer_infos)
+
+
+def _refill_signer(signer: _SignerInfo, slots: _Slots, der: bytes) -> _SignerInfo:
+    signature, signed_attrs = slots.signature, slots.signed_attrs
+    digest, time = slots.message_digest, slots.signing_time
+    return _SignerInfo._make(
+        (
+            der[signature.content_start : signature.content_end],
+            None
+            if signed_attrs is None
+            else b"\x31" + der[signed_attrs.start + 1 : signed_attrs.end],
+            None if digest is None else _octets(der[digest.start : digest.end]),
+            None if time is None else _time(der[time.start : time.end]),
+            *signer[_PER_MESSAGE_FIELDS:],
+        )
+    )
+
+
+def _remember(der: bytes, signed: _SignedData, slots: tuple[_Slots, ...]) -> None:
+    """Keeps the parse of `der` as a template, if it can serve as one."""
+    if signed.econtent is not None or len(der) > _MAX_TEMPLATE_ENCODING:
+        return  # encapsulated content changes its length with every message
+    variable = []
+    for slot in slots:
+        for element in (slot.message_digest, slot.signing_time, slot.signature):
+            if element is None:
+                continue
+            if element.constructed:
+                return  # BER chunks: the reader looked inside
+            variable.append((element.content_start, element.content_end))
+    fixed, position = [], 0
+    for start, end in sorted(variable):
+        fixed.append((position, der[position:start]))
+        position = end
+    fixed.append((position, der[position:]))
+    template = _Template(tuple(fixed), signed, slots)
+    with _templates_lock:
+        others = _TEMPLATES.pop(len(der), ())
+        if len(_TEMPLATES) >= _MAX_TEMPLATE_LENGTHS:
+            _TEMPLATES.pop(next(iter(_TEMPLATES)))
+        _TEMPLATES[len(der)] = (template, *others[: _TEMPLATES_PER_LENGTH - 1])
 
 
 # --- the signature itself ------------------------------------------------------------------
@@ -471,9 +612,9 @@ def _check_crypto(
     else:
         if si.content_type != "1.2.840.113549.1.7.1" or si.message_digest is None:
             raise _CryptoFailure("bad-signature", "contentType or messageDigest attribute missing")
-        hasher = hashes.Hash(_hash(si.digest))
-        hasher.update(content)
-        if hasher.finalize() != si.message_digest:
+        # hashlib: the same OpenSSL digests, under the names VERIFY_DIGESTS uses, without the
+        # microsecond a `hashes.Hash` object adds.
+        if hashlib.new(si.digest, content).digest() != si.message_digest:
             raise _CryptoFailure("content-altered", "the content does not match its messageDigest")
         signed_bytes = si.signed_attrs
     signature_hash = _check_signature(key, si, signed_bytes)
@@ -563,8 +704,8 @@ def _verify_one(
     expected_address: str | None,
     at: datetime.datetime,
 ) -> VerificationResult:
-    carried = tuple(cert for _, cert in signed.certificates)
-    cert = _find_signer(si, signed.certificates) or _find_signer(
+    carried = signed.certificates
+    cert = si.carried_certificate or _find_signer(
         si, _to_cryptography_certificates(extra_certificates)
     )
     common = {
@@ -596,7 +737,7 @@ def _verify_one(
     chain = validate_signer(
         cert,
         trust_anchors=trust_anchors,
-        intermediates=[*carried, *extra_certificates],
+        intermediates=(*carried, *extra_certificates),
         crls=crls,
         at=at,
     )
