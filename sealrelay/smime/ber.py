@@ -172,6 +172,12 @@ class Reader:
                 raise MalformedMessage("constructed OCTET STRING holds something else")
             yield from self.octet_string_chunks(chunk, depth + 1)
 
+    def octets(self, element: Element) -> bytes:
+        """The payload of an OCTET STRING (under any tag) in one piece."""
+        if not element.constructed:
+            return bytes(self.buf[element.content_start : element.content_end])
+        return b"".join(self.octet_string_chunks(element))
+
     def bytes_of(self, element: Element) -> bytes:
         """A copy of the whole element (header included)."""
         return bytes(self.buf[element.start : element.end])
@@ -194,6 +200,8 @@ class Reader:
 
 class Fields:
     """The elements of a SEQUENCE, taken in order with optional ones skipped over."""
+
+    __slots__ = ("_elements", "_next")
 
     def __init__(self, reader: Reader, parent: Element, max_count: int) -> None:
         if not parent.constructed:
@@ -221,9 +229,15 @@ class Fields:
         raise MalformedMessage(f"ASN.1 field missing or out of order (expected tag {tag})")
 
     def require(self, tag_class: int, tag: int) -> Element:
-        element = self.take(tag_class, tag)
-        assert element is not None  # noqa: S101 -- take() raises for a required field
-        return element
+        # `take` inlined for the common case: a required field is taken for almost every
+        # element of a message.
+        index = self._next
+        if index < len(self._elements):
+            element = self._elements[index]
+            if element.tag == tag and element.tag_class == tag_class:
+                self._next = index + 1
+                return element
+        raise MalformedMessage(f"ASN.1 field missing or out of order (expected tag {tag})")
 
     def end(self) -> None:
         if self._next != len(self._elements):

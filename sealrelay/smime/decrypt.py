@@ -19,6 +19,7 @@ probability 255/256 (as in every CMS implementation); AES-GCM always detects it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import attrs
 from asn1crypto import algos
@@ -84,8 +85,9 @@ class DecryptedContent:
     certificate: x509.Certificate
 
 
-@attrs.frozen(eq=False)
-class _Envelope:
+class _Envelope(NamedTuple):
+    """(A NamedTuple: built for every message, where a frozen attrs class costs twice as much.)"""
+
     authenticated: bool
     recipient_infos: Element  # the RecipientInfos SET
     content_type: str
@@ -185,7 +187,7 @@ def _parse(reader: Reader) -> _Envelope:
                 raise MalformedMessage("AuthEnvelopedData authAttrs are not DER encoded")
             aad = b"\x31" + reader.bytes_of(auth_attrs)[1:]
         mac_element = body.require(UNIVERSAL, TAG_OCTET_STRING)
-        mac = b"".join(reader.octet_string_chunks(mac_element))
+        mac = reader.octets(mac_element)
         body.take(CONTEXT, 2, optional=True)  # unauthAttrs
     else:
         body.take(CONTEXT, 1, optional=True)  # unprotectedAttrs
@@ -227,13 +229,15 @@ def _content_cipher(reader: Reader, envelope: _Envelope) -> tuple[ContentCipher,
         return cipher, nonce
     if params is None or not params.is_(UNIVERSAL, TAG_OCTET_STRING):
         raise MalformedMessage(f"{cipher.name} without its IV")
-    iv = b"".join(reader.octet_string_chunks(params))
+    iv = reader.octets(params)
     if len(iv) != cipher.block_size:
         raise MalformedMessage(f"{cipher.name} IV must be {cipher.block_size} bytes")
     return cipher, iv
 
 
 def _ciphertext_size(reader: Reader, element: Element) -> int:
+    if not element.constructed:
+        return element.content_end - element.content_start
     return sum(len(chunk) for chunk in reader.octet_string_chunks(element))
 
 
