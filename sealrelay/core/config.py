@@ -62,6 +62,8 @@ class SmtpConfig:
     hostname: str = ""
     #: Event-loop processes sharing the listening port (SO_REUSEPORT).
     workers: int = 2
+    #: Threads per worker that run the pipelines and the spool write, off the event loop.
+    pipeline_threads: int = 2
     #: Bytes of message data (SIZE); larger messages are refused with 552.
     max_message_size: int = 26214400
     max_recipients: int = 100
@@ -329,6 +331,7 @@ def _check_smtp(smtp: SmtpConfig) -> None:
         "[smtp]",
         (
             "workers",
+            "pipeline_threads",
             "max_message_size",
             "max_recipients",
             "max_line_length",

@@ -31,6 +31,7 @@ def test_embedded_default_loads_and_matches_the_code_defaults(tmp_path):
         ({"smtp": {"lisen": "x"}}, "[smtp]: unknown key 'lisen'"),
         ({"smtp": {"listen": "localhost"}}, "[smtp] listen = 'localhost': expected HOST:PORT"),
         ({"smtp": {"next_hop": "ftp://x"}}, "expected maildir:PATH or smtp://HOST:PORT"),
+        ({"smtp": {"pipeline_threads": 0}}, "[smtp] pipeline_threads = 0 must be at least 1"),
         ({"keypool": {"size": "20"}}, "[keypool] size = '20' must be an integer"),
         ({"keypool": {"size": 5, "threshold": 9}}, "threshold = 9 must be between 0 and size"),
         ({"stages": {"sign": "yes"}}, "[stages] sign = 'yes' must be true or false"),
