@@ -185,13 +185,9 @@ def parameter_value(text: str) -> str:
     return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def visible_recipients(message: bytes) -> set[str]:
-    """Normalised addresses named in To, Cc and their Resent- forms."""
-    return recipients_named(parse_headers(message))
-
-
 def recipients_named(headers: Message) -> set[str]:
-    """:func:`visible_recipients` for a header block :func:`parse_headers` returned."""
+    """Normalised addresses named in To, Cc and their Resent- forms, in a header block
+    :func:`parse_headers` returned."""
     values = [
         str(value)
         for name in ("To", "Cc", "Resent-To", "Resent-Cc")

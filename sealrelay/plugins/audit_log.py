@@ -58,11 +58,16 @@ class _AuditFile:
         self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return self._descriptor
 
-    def use(self, path: Path | None) -> None:
-        """Append to *path* from now on (None: nowhere)."""
+    def use(self, path: Path) -> None:
+        """Append to *path* from now on."""
         with self._lock:
             self._let_go()
             self.path = path
+
+    def close(self) -> None:
+        """Close the file; the next record opens it again."""
+        with self._lock:
+            self._let_go()
 
     def _let_go(self) -> None:
         if self._descriptor is not None:
@@ -80,8 +85,7 @@ def sealrelay_configure(config: Config) -> None:
 
 @hookimpl
 def sealrelay_shutdown(config: Config) -> None:
-    # The same path again: the next record (a command after shutdown) reopens the file.
-    _audit.use(config.data_dir / "audit.jsonl")
+    _audit.close()
 
 
 @hookimpl

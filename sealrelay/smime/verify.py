@@ -108,9 +108,9 @@ class VerificationResult:
 
 
 class _SignerInfo(NamedTuple):
-    """(A NamedTuple: a sender's next signature reuses the parse of an earlier one with its
-    first `_PER_MESSAGE_FIELDS` fields, those that differ in every message, replaced, and
-    attrs.evolve took longer than the rest of that reuse.)"""
+    """(A NamedTuple: a sender's next signature reuses the parse of an earlier one with the
+    four fields that differ in every message replaced, and attrs.evolve took longer than the
+    rest of that reuse.)"""
 
     signature: bytes
     signed_attrs: bytes | None  # re-tagged as SET: the bytes the signature covers
@@ -126,9 +126,6 @@ class _SignerInfo(NamedTuple):
     capabilities: tuple[str, ...]
     #: The certificate among those the message carries that the sid names.
     carried_certificate: x509.Certificate | None
-
-
-_PER_MESSAGE_FIELDS = 4
 
 
 class _SignedData(NamedTuple):
@@ -482,16 +479,13 @@ def _refill(template: _Template, der: bytes) -> _SignedData:
 def _refill_signer(signer: _SignerInfo, slots: _Slots, der: bytes) -> _SignerInfo:
     signature, signed_attrs = slots.signature, slots.signed_attrs
     digest, time = slots.message_digest, slots.signing_time
-    return _SignerInfo._make(
-        (
-            der[signature.content_start : signature.content_end],
-            None
-            if signed_attrs is None
-            else b"\x31" + der[signed_attrs.start + 1 : signed_attrs.end],
-            None if digest is None else _octets(der[digest.start : digest.end]),
-            None if time is None else _time(der[time.start : time.end]),
-            *signer[_PER_MESSAGE_FIELDS:],
-        )
+    return signer._replace(
+        signature=der[signature.content_start : signature.content_end],
+        signed_attrs=None
+        if signed_attrs is None
+        else b"\x31" + der[signed_attrs.start + 1 : signed_attrs.end],
+        message_digest=None if digest is None else _octets(der[digest.start : digest.end]),
+        signing_time=None if time is None else _time(der[time.start : time.end]),
     )
 
 

@@ -461,18 +461,18 @@ class _Sweeper:
             await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        while (claim := self._claims.get()) is not None:
-            while claim is not None:
+        while True:
+            batch = [self._claims.get()]  # an idle relay sleeps here
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._claims.get_nowait())
+            for claim in batch:
+                if claim is None:  # stop() puts it last
+                    return
                 self._sweep(claim)
-                try:
-                    claim = self._claims.get_nowait()
-                except queue.Empty:
-                    break
-            else:
-                return
             # Under load, let entries gather before the next get: one that finds the queue
             # empty puts this thread to sleep, and waking it for each message cost more CPU
-            # than the removal itself. An idle relay sleeps in get() and costs nothing.
+            # than the removal itself.
             time.sleep(_SWEEP_PAUSE)
 
     def _sweep(self, claim: Claim) -> None:

@@ -177,8 +177,7 @@ class Spool:
         self.root = root
         self.queue_dir = root / "queue"
         self.tmp_dir = root / "tmp"
-        # The same as strings, for the paths of every message: pathlib costs more than the
-        # system calls that use them.
+        # The same as strings, for the paths of every message (see entry_file).
         self._queue = str(self.queue_dir)
         self._tmp = str(self.tmp_dir)
 
@@ -197,11 +196,16 @@ class Spool:
             raise _spool_error("create", self.root, error) from None
         return missing
 
+    def entry_file(self, entry_id: str, suffix: str) -> str:
+        """The path of an entry's ``.msg`` or ``.state`` file, as a string: pathlib costs more
+        than the system calls on the path every message takes."""
+        return f"{self._queue}/{check_id(entry_id)}{suffix}"
+
     def msg_path(self, entry_id: str) -> Path:
-        return self.queue_dir / f"{check_id(entry_id)}.msg"
+        return Path(self.entry_file(entry_id, ".msg"))
 
     def state_path(self, entry_id: str) -> Path:
-        return self.queue_dir / f"{check_id(entry_id)}.state"
+        return Path(self.entry_file(entry_id, ".state"))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -230,7 +234,7 @@ class Spool:
                 if descriptor is not None:
                     descriptors.append(descriptor)
             for path, (meta, _) in zip(temporary, entries, strict=True):
-                target = f"{self._queue}/{meta.id}.msg"
+                target = self.entry_file(meta.id, ".msg")
                 os.rename(path, target)
                 written.append(target)
             try:
@@ -436,15 +440,14 @@ class Claim:
         the process) may bring the entry back to be delivered again: a duplicate, never a loss.
         """
         spool = self.spool
-        stem = f"{spool._queue}/{self.meta.id}"
         try:
             # The message first: a state file left behind is cleaned up by recover(), while a
             # message left without its state would go again to recipients that have it.
-            os.unlink(f"{stem}.msg")
+            os.unlink(spool.entry_file(self.meta.id, ".msg"))
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{stem}.state")
+                os.unlink(spool.entry_file(self.meta.id, ".state"))
             if sync:
-                _fsync_dir(spool._queue)
+                _fsync_dir(spool.queue_dir)
         except OSError as error:
             raise _spool_error("remove", spool.msg_path(self.meta.id), error) from None
 

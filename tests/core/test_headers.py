@@ -50,7 +50,7 @@ def test_visible_recipients_and_from():
         b"From: Alice <Alice@Example.ORG>\r\nTo: Bob <bob@example.net>, c@example.net\r\n"
         b"Cc: =?utf-8?q?D=C3=B6rte?= <d@b\xc3\xbccher.example>\r\n\r\nx\r\n"
     )
-    assert headers.visible_recipients(message) == {
+    assert headers.recipients_named(headers.parse_headers(message)) == {
         "bob@example.net",
         "c@example.net",
         "d@bücher.example",
