@@ -521,6 +521,9 @@ class DeliveryRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._sweeper = _Sweeper()
+        # Entries in this process's journal whose first attempt failed unexpectedly: no scan
+        # finds them, so the next scan moves them into queue/ (see _keep).
+        self._unsettled: list[Claim] = []
 
     async def start(self) -> None:
         self._sweeper.start()
@@ -536,6 +539,9 @@ class DeliveryRunner:
 
     async def _scan_loop(self) -> None:
         while not self._stopping:
+            unsettled, self._unsettled = self._unsettled, []
+            for claim in unsettled:
+                await self._keep(claim)
             try:
                 due = await asyncio.to_thread(self.spool.due, self._clock())
             except OSError as error:
@@ -551,6 +557,25 @@ class DeliveryRunner:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.scan_interval)
+
+    async def _keep(self, claim: Claim) -> None:
+        """Record a failed attempt of a journal entry, which moves it into queue/: due again
+        after the usual delay, and in reach of the queue commands."""
+        attempts = claim.state.attempts + 1
+        state = attrs.evolve(
+            claim.state, attempts=attempts, last_error="the attempt failed (see the log)"
+        )
+        try:
+            await asyncio.to_thread(
+                claim.save_state,
+                state,
+                next_attempt=self._clock() + self.schedule.delay(attempts),
+            )
+        except SpoolError as error:
+            log.error("cannot keep %s for a retry: %s", claim.meta.id, error)
+            self._unsettled.append(claim)  # still in the journal; next scan
+            return
+        claim.release()
 
     def _schedule(self, entry_id: str, claim: Claim | None = None) -> None:
         if entry_id in self._active:
@@ -592,8 +617,10 @@ class DeliveryRunner:
             # The entry stays in the spool and is tried again at the next scan.
             log.exception("delivery of %s failed unexpectedly", entry_id)
         finally:
-            if claim is not None:
-                claim.release()
+            if claim is not None and claim.only_in_journal and not self._stopping:
+                self._unsettled.append(claim)
+            elif claim is not None:
+                claim.release()  # a journal entry left at a stop is moved to queue/ then
             self._active.discard(entry_id)
 
     async def stop(self) -> None:
@@ -612,6 +639,7 @@ class DeliveryRunner:
                 await asyncio.wait(unfinished)
         await self._sweeper.stop()
         await self.transport.close()
+        self.spool.close()
 
     async def drain(self) -> None:
         """Wait until the deliveries started so far are done (for tests and the demo)."""

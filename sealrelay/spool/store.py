@@ -5,24 +5,32 @@ Layout under ``<data_dir>/spool/<node>/``::
     tmp/            files being written (a name carries the writer's pid)
     queue/ID.msg    one JSON line (envelope, kind, arrival), then the message bytes
     queue/ID.state  delivery bookkeeping (attempts, delivered and bounced recipients)
+    journal/        each worker's journal of entries in their first attempt (journal.py)
 
-An entry exists once its ``.msg`` file was written, fsynced, renamed into ``queue/`` and the
-directory fsynced: only then does the front end answer 250. The ``.msg`` file's mtime is the
-time the entry is due for its next attempt, so looking for due work needs no file reads. A
-deliverer holds an exclusive ``flock`` on the ``.msg`` file while it works on the entry; the
-kernel drops the lock when the process dies, so another worker takes the entry over.
+A message a worker delivers itself at once goes into that worker's journal, made durable
+together with what its other threads wrote meanwhile; if the first attempt does not settle it,
+it moves into ``queue/`` before it leaves the journal. Anything else (a large message, a
+bounce, what a journal left behind) is written as a ``queue/`` entry: written, fsynced, renamed
+into ``queue/``, and the directory fsynced. Either way the front end answers 250 only after
+that. The ``.msg`` file's mtime is the time the entry is due for its next attempt, so looking
+for due work needs no file reads. A deliverer holds an exclusive ``flock`` on the ``.msg``
+file while it works on the entry; the kernel drops the lock when the process dies, so another
+worker takes the entry over.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import fcntl
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,11 +38,23 @@ import attrs
 
 from sealrelay.core.config import Config
 from sealrelay.exceptions import SealrelayError
+from sealrelay.spool.journal import (
+    Journal,
+    fsync_directory,
+    journal_files,
+    live_entries,
+    read_records,
+)
 
 
 #: What a spool entry id may look like (``<transaction id>-<n>``); also keeps paths inside.
 _ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.-]{0,80}$")
 KINDS: Final = ("outbound", "inbound", "dsn")
+#: Larger messages are written as queue entries even when delivered at once: the journal would
+#: turn over quickly for little gain, as the fsyncs cost little next to a large message.
+JOURNAL_ENTRY_LIMIT: Final = 256 * 1024
+#: Seconds between looks into the journals while an administrative command waits.
+_JOURNAL_POLL: Final = 0.5
 
 
 class SpoolError(SealrelayError):
@@ -130,14 +150,8 @@ class QueuedEntry:
     next_attempt: float
     #: A deliverer holds it right now.
     active: bool
-
-
-def _fsync_dir(path: str | Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    #: In a worker's journal: in its first attempt, right now (``active`` too).
+    in_journal: bool = False
 
 
 def _write_synced(path: str | Path, *chunks: bytes, lock: bool = False) -> int | None:
@@ -177,9 +191,12 @@ class Spool:
         self.root = root
         self.queue_dir = root / "queue"
         self.tmp_dir = root / "tmp"
+        self.journal_dir = root / "journal"
         # The same as strings, for the paths of every message (see entry_file).
         self._queue = str(self.queue_dir)
         self._tmp = str(self.tmp_dir)
+        self._journal: Journal | None = None
+        self._journal_lock = threading.Lock()
 
     @classmethod
     def for_config(cls, config: Config) -> Spool:
@@ -192,6 +209,7 @@ class Spool:
         try:
             self.queue_dir.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(exist_ok=True)
+            self.journal_dir.mkdir(exist_ok=True)
         except OSError as error:
             raise _spool_error("create", self.root, error) from None
         return missing
@@ -209,16 +227,55 @@ class Spool:
 
     # -- writing --------------------------------------------------------------------------
 
-    def store(
-        self, entries: Sequence[tuple[EntryMeta, bytes]], *, claim: bool = False
-    ) -> list[Claim]:
-        """Write every entry durably, or none of them (then raise SpoolError).
+    def store(self, entries: Sequence[tuple[EntryMeta, bytes]]) -> None:
+        """Write entries for a deliverer's scan to find, durably, or none of them (then
+        raise SpoolError): as ``queue/`` files. Returns once they are on disk: a crash at
+        any later moment loses nothing."""
+        self._store_files(entries, claim=False)
 
-        Returns only after each file and the queue directory were fsynced: the caller may
-        answer 250 then, and a crash at any later moment loses nothing. With *claim*, the
-        entries come back claimed for delivery (locked from their creation on), which saves
-        the deliverer reading back what it has in memory; else the list is empty.
+    def store_for_delivery(
+        self, entries: Sequence[tuple[EntryMeta, bytes]]
+    ) -> tuple[list[Claim], Future[None]]:
+        """Write entries that the caller delivers itself at once, all or none. They come back
+        claimed, which saves reading back what the caller has in memory. The future completes
+        once they are on disk, or fails with SpoolError: only then may the sender hear 250,
+        or 4xx (and then nothing is delivered). A write that fails at once raises SpoolError.
+
+        Unless one is large, they go into this process's journal, where many messages share
+        one sync, and the calling thread need not wait for it.
         """
+        if all(len(content) <= JOURNAL_ENTRY_LIMIT for _, content in entries):
+            journal = self._own_journal()
+            durable = journal.append(
+                [(meta.id, meta.to_json(), content) for meta, content in entries]
+            )
+            return [JournalClaim(self, journal, meta, content) for meta, content in entries], (
+                durable
+            )
+        claims = self._store_files(entries, claim=True)
+        written: Future[None] = Future()
+        written.set_result(None)
+        return claims, written
+
+    def _own_journal(self) -> Journal:
+        journal = self._journal
+        if journal is None or journal.pid != os.getpid():  # none yet, or made before a fork
+            with self._journal_lock:
+                journal = self._journal
+                if journal is None or journal.pid != os.getpid():
+                    journal = self._journal = Journal(str(self.journal_dir), _spool_error)
+        return journal
+
+    def close(self) -> None:
+        """Close this process's journal (at shutdown)."""
+        if self._journal is not None and self._journal.pid == os.getpid():
+            self._journal.close()
+
+    def _store_files(
+        self, entries: Sequence[tuple[EntryMeta, bytes]], *, claim: bool
+    ) -> list[Claim]:
+        """``store`` as ``queue/`` entries: a file each, fsynced, renamed into the queue, and
+        the queue directory fsynced."""
         written: list[str] = []
         temporary: list[str] = []
         descriptors: list[int] = []
@@ -238,7 +295,7 @@ class Spool:
                 os.rename(path, target)
                 written.append(target)
             try:
-                _fsync_dir(self._queue)
+                fsync_directory(self._queue)
             except OSError as error:
                 raise _spool_error("sync", self.queue_dir, error) from None
         except BaseException:
@@ -251,21 +308,25 @@ class Spool:
         if not claim:
             return []
         return [
-            Claim(self, descriptor, meta, content, EntryState())
+            FileClaim(self, descriptor, meta, content, EntryState())
             for descriptor, (meta, content) in zip(descriptors, entries, strict=True)
         ]
 
     # -- finding work ---------------------------------------------------------------------
 
-    def entry_ids(self) -> list[str]:
+    def _queued_ids(self) -> list[str]:
         try:
             names = os.listdir(self.queue_dir)
         except FileNotFoundError:
             return []
-        return sorted(name[:-4] for name in names if name.endswith(".msg"))
+        return [name[:-4] for name in names if name.endswith(".msg")]
+
+    def entry_ids(self) -> list[str]:
+        """Every entry: in ``queue/``, and in a journal (being delivered)."""
+        return sorted({*self._queued_ids(), *self._journaled()})
 
     def due(self, now: float) -> list[str]:
-        """Ids of entries whose next attempt is due, oldest first."""
+        """Ids of ``queue/`` entries whose next attempt is due, oldest first."""
         due: list[tuple[float, str]] = []
         try:
             scan = os.scandir(self.queue_dir)
@@ -284,7 +345,8 @@ class Spool:
         return [entry_id for _, entry_id in sorted(due)]
 
     def claim(self, entry_id: str) -> Claim | None:
-        """Lock an entry for delivery; None when it is gone or another deliverer holds it."""
+        """Lock a ``queue/`` entry for delivery; None when it is gone or another deliverer
+        holds it."""
         path = self.msg_path(entry_id)
         try:
             descriptor = os.open(path, os.O_RDONLY)
@@ -300,7 +362,7 @@ class Spool:
                 os.close(descriptor)
                 return None
             meta, content = _read_entry(descriptor, path)
-            return Claim(self, descriptor, meta, content, self._read_state(entry_id))
+            return FileClaim(self, descriptor, meta, content, self._read_state(entry_id))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(descriptor)
@@ -316,10 +378,32 @@ class Spool:
 
     # -- recovery and administration ------------------------------------------------------
 
+    def _journaled(
+        self, paths: Iterable[str | Path] | None = None
+    ) -> dict[str, tuple[EntryMeta, bytes]]:
+        """Entries still in journal files (all, or *paths*), not yet in ``queue/``."""
+        records = []
+        for path in journal_files(self.journal_dir) if paths is None else paths:
+            with contextlib.suppress(FileNotFoundError):  # its writer deleted it meanwhile
+                records += read_records(path)[0]
+        queued = set(self._queued_ids())
+        try:
+            return {
+                entry_id: _split_entry(payload)
+                for entry_id, payload in live_entries(records).items()
+                if entry_id not in queued
+            }
+        except (ValueError, TypeError) as error:
+            raise SpoolError(
+                f"damaged journal entry in {self.journal_dir}: {error}; move the journal "
+                "file away to start, and deliver what is in it by hand"
+            ) from None
+
     def recover(self, *, writer_pid: int | None = None) -> list[str]:
-        """Remove half-written files (all, or those of one dead writer) and state files whose
-        message is gone. Returns what was removed, for the log."""
-        removed = []
+        """After the writers are gone (all, or the worker *writer_pid*): move what their
+        journals still hold into ``queue/`` and delete the journals; remove half-written files
+        and state files whose message is gone. Returns what was done, for the log."""
+        done = self._replay(writer_pid)
         for directory, suffix in ((self.tmp_dir, None), (self.queue_dir, ".state")):
             try:
                 names = os.listdir(directory)
@@ -334,16 +418,54 @@ class Spool:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-                    removed.append(str(path))
-        return removed
+                    done.append(f"removed a half-written spool file: {path}")
+        return done
+
+    def _replay(self, writer_pid: int | None) -> list[str]:
+        held: dict[Path, int] = {}
+        try:
+            for path in journal_files(self.journal_dir, writer_pid=writer_pid):
+                descriptor = _lock_if_unlocked(path)
+                if descriptor is not None:
+                    held[path] = descriptor
+            if not held:
+                return []
+            done = []
+            for path in held:
+                _, torn = read_records(path)
+                if torn:
+                    # Written as the writer or the machine died, before anyone heard 250.
+                    done.append(f"ignored {torn} bytes at the end of {path}: an unfinished write")
+            entries = list(self._journaled(held).values())
+            if entries:
+                self._store_files(entries, claim=False)
+                done.append(
+                    f"moved {len(entries)} entries from {len(held)} journal file(s) to queue/"
+                )
+            try:
+                for path in held:
+                    path.unlink()
+                fsync_directory(self.journal_dir)
+            except OSError as error:
+                raise _spool_error("remove", self.journal_dir, error) from None
+            return done
+        finally:
+            for descriptor in held.values():
+                os.close(descriptor)
 
     def entries(self) -> Iterator[QueuedEntry]:
-        for entry_id in self.entry_ids():
-            entry = self.entry(entry_id)
+        journaled = self._journaled()
+        for entry_id in sorted({*self._queued_ids(), *journaled}):
+            entry = self._entry(entry_id, journaled)
             if entry is not None:
                 yield entry
 
     def entry(self, entry_id: str) -> QueuedEntry | None:
+        return self._entry(entry_id, None)
+
+    def _entry(
+        self, entry_id: str, journaled: dict[str, tuple[EntryMeta, bytes]] | None
+    ) -> QueuedEntry | None:
         path = self.msg_path(entry_id)
         try:
             with path.open("rb") as handle:
@@ -355,7 +477,19 @@ class Spool:
                 except BlockingIOError:
                     active = True
         except FileNotFoundError:
-            return None
+            journaled = self._journaled() if journaled is None else journaled
+            if entry_id not in journaled:
+                return None
+            meta, content = journaled[entry_id]
+            # In its first attempt, right now: due since it came.
+            return QueuedEntry(
+                meta=meta,
+                state=EntryState(),
+                size=len(content),
+                next_attempt=meta.received_at,
+                active=True,
+                in_journal=True,
+            )
         except (ValueError, TypeError) as error:
             raise SpoolError(f"damaged spool file {path}: {error}") from None
         return QueuedEntry(
@@ -372,14 +506,25 @@ class Spool:
                 handle.readline()
                 return handle.read()
         except FileNotFoundError:
+            journaled = self._journaled()
+            if entry_id in journaled:
+                return journaled[entry_id][1]
             raise SpoolError(f"no spool entry {entry_id}") from None
 
     def wait_claim(self, entry_id: str, timeout: float) -> Claim:
-        """Claim an entry for an administrative change, waiting for a running delivery."""
+        """Claim a ``queue/`` entry for an administrative change, waiting for a running
+        delivery; an entry in its first attempt (in a journal) is waited for until that
+        attempt moves it into ``queue/`` or ends it."""
         deadline = time.monotonic() + timeout
+        journal_looked_at = 0.0
         while True:
             if not self.msg_path(entry_id).exists():
-                raise SpoolError(f"no spool entry {entry_id} (see `sealrelay queue list`)")
+                # Reading the journals costs more than a look at queue/: not every round.
+                now = time.monotonic()
+                if now - journal_looked_at >= _JOURNAL_POLL:
+                    if entry_id not in self._journaled():
+                        raise SpoolError(f"no spool entry {entry_id} (see `sealrelay queue list`)")
+                    journal_looked_at = now
             claim = self.claim(entry_id)
             if claim is not None:
                 return claim
@@ -388,28 +533,45 @@ class Spool:
             time.sleep(0.05)
 
 
+def _lock_if_unlocked(path: Path) -> int | None:
+    """An open, locked descriptor of a journal file whose writer is gone; None while its
+    writer lives (it holds the lock) or when the file is gone."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def _split_entry(data: bytes) -> tuple[EntryMeta, bytes]:
+    """An entry as stored: its ``EntryMeta`` JSON line, then the message."""
+    line_end = data.index(b"\n")
+    return EntryMeta.from_json(data[:line_end]), data[line_end + 1 :]
+
+
 def _read_entry(descriptor: int, path: Path) -> tuple[EntryMeta, bytes]:
     with os.fdopen(os.dup(descriptor), "rb") as handle:
         handle.seek(0)
-        header = handle.readline()
-        content = handle.read()
+        data = handle.read()
     try:
-        return EntryMeta.from_json(header), content
+        return _split_entry(data)
     except (ValueError, TypeError) as error:
         raise SpoolError(f"damaged spool file {path}: {error}") from None
 
 
-class Claim:
-    """An entry locked for delivery. Release it (``with`` block) when done with it."""
+class Claim(abc.ABC):
+    """An entry held for delivery by this process. Release it (``with`` block) when done."""
 
-    def __init__(
-        self, spool: Spool, descriptor: int, meta: EntryMeta, content: bytes, state: EntryState
-    ) -> None:
+    def __init__(self, spool: Spool, meta: EntryMeta, content: bytes, state: EntryState) -> None:
         self.spool = spool
         self.meta = meta
         self.content = content
         self.state = state
-        self._descriptor: int | None = descriptor
 
     def __enter__(self) -> Claim:
         return self
@@ -417,8 +579,40 @@ class Claim:
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
+    @property
+    def only_in_journal(self) -> bool:
+        """The entry is in this process's journal alone: no other deliverer's scan finds it,
+        so this process must try it again itself if it lets go without settling it."""
+        return False
+
+    @abc.abstractmethod
     def save_state(self, state: EntryState, *, next_attempt: float) -> None:
         """Record an attempt durably and set when the entry is due again."""
+
+    @abc.abstractmethod
+    def remove(self, *, sync: bool = True) -> None:
+        """Delete the entry: it is delivered or bounced.
+
+        Without *sync* the removal is not made durable, so a crash of the machine (not merely
+        of the process) may bring the entry back to be delivered again: a duplicate, never a
+        loss.
+        """
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Let go of the entry."""
+
+
+class FileClaim(Claim):
+    """A ``queue/`` entry, locked with ``flock`` on its ``.msg`` file while held."""
+
+    def __init__(
+        self, spool: Spool, descriptor: int, meta: EntryMeta, content: bytes, state: EntryState
+    ) -> None:
+        super().__init__(spool, meta, content, state)
+        self._descriptor: int | None = descriptor
+
+    def save_state(self, state: EntryState, *, next_attempt: float) -> None:
         spool = self.spool
         target = spool.state_path(self.meta.id)
         temporary = spool.tmp_dir / f"{self.meta.id}.{os.getpid()}.state"
@@ -427,18 +621,13 @@ class Claim:
                 temporary.unlink()
             _write_synced(temporary, state.to_json())
             os.rename(temporary, target)
-            _fsync_dir(spool.queue_dir)
+            fsync_directory(spool.queue_dir)
             os.utime(spool.msg_path(self.meta.id), (next_attempt, next_attempt))
         except OSError as error:
             raise _spool_error("record delivery state in", target, error) from None
         self.state = state
 
     def remove(self, *, sync: bool = True) -> None:
-        """Delete the entry: it is delivered or bounced.
-
-        Without *sync* the directory is not fsynced, so a crash of the machine (not merely of
-        the process) may bring the entry back to be delivered again: a duplicate, never a loss.
-        """
         spool = self.spool
         try:
             # The message first: a state file left behind is cleaned up by recover(), while a
@@ -447,7 +636,7 @@ class Claim:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spool.entry_file(self.meta.id, ".state"))
             if sync:
-                _fsync_dir(spool.queue_dir)
+                fsync_directory(spool.queue_dir)
         except OSError as error:
             raise _spool_error("remove", spool.msg_path(self.meta.id), error) from None
 
@@ -455,3 +644,40 @@ class Claim:
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
+
+
+class JournalClaim(Claim):
+    """An entry in this process's journal. Its first attempt settles it: delivered, it is
+    marked done; otherwise it moves into ``queue/`` (a FileClaim held from then on) before it
+    is marked done."""
+
+    def __init__(self, spool: Spool, journal: Journal, meta: EntryMeta, content: bytes) -> None:
+        super().__init__(spool, meta, content, EntryState())
+        self._journal = journal
+        self._queued: Claim | None = None
+        self._removed = False
+
+    @property
+    def only_in_journal(self) -> bool:
+        return self._queued is None and not self._removed
+
+    def save_state(self, state: EntryState, *, next_attempt: float) -> None:
+        if self._queued is None:
+            [self._queued] = self.spool._store_files([(self.meta, self.content)], claim=True)
+            self._mark_done(sync=False)  # in queue/ for good: a replay skips it anyway
+        self._queued.save_state(state, next_attempt=next_attempt)
+        self.state = state
+
+    def remove(self, *, sync: bool = True) -> None:
+        if self._queued is not None:
+            self._queued.remove(sync=sync)
+        else:
+            self._mark_done(sync=sync)
+        self._removed = True
+
+    def _mark_done(self, *, sync: bool) -> None:
+        self._journal.done([self.meta.id], sync=sync)
+
+    def release(self) -> None:
+        if self._queued is not None:
+            self._queued.release()

@@ -62,6 +62,7 @@ def _row(entry: QueuedEntry) -> dict[str, Any]:
         "last_error": state.last_error,
         "delay_notified": state.delay_notified,
         "active": entry.active,
+        "first_attempt": entry.in_journal,
     }
 
 
@@ -90,7 +91,8 @@ class QueueList(AdminCommand):
             f"{r['id']}  {r['kind']:<8} {r['size']:>9}  {r['received_at']}  "
             f"<{r['sender']}> -> {', '.join(r['pending'])}  attempts {r['attempts']}"
             + (f", next {r['next_attempt']}" if r["attempts"] else "")
-            + (" (being delivered)" if r["active"] else "")
+            + (" (being delivered: first attempt)" if r["first_attempt"] else "")
+            + (" (being delivered)" if r["active"] and not r["first_attempt"] else "")
             + (f"\n    last error: {r['last_error']}" if r["last_error"] else "")
             for r in rows
         ]
@@ -119,7 +121,9 @@ def _make_due(context: CommandContext, ids: list[str]) -> CommandResult:
     now = time.time()
     done = []
     for entry_id in ids:
-        _entry(spool, entry_id)
+        if _entry(spool, entry_id).in_journal:
+            done.append(entry_id)  # in its first attempt: tried right now
+            continue
         try:
             with spool.wait_claim(entry_id, _CLAIM_WAIT):
                 os.utime(spool.msg_path(entry_id), (now, now))

@@ -32,7 +32,7 @@ from sealrelay.core.frontend import Frontend
 from sealrelay.core.plugins import LoadedPlugins, blame, operator_error
 from sealrelay.core.service import BackgroundService
 from sealrelay.exceptions import CommandError, SealrelayError
-from sealrelay.spool.store import Spool
+from sealrelay.spool.store import Spool, SpoolError
 
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,7 @@ class Supervisor:
     def run(self) -> str:
         check_port(self.config.smtp.listen)
         self.spool.prepare()
-        for path in self.spool.recover():
-            log.info("removed a half-written spool file: %s", path)
+        self._recover()
         previous = {
             sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -109,11 +108,17 @@ class Supervisor:
             self._supervise(ready_read, ready_write)
         finally:
             self._stop_children()
+            self._recover()  # what the workers' journals still hold waits in queue/
             os.close(ready_read)
             os.close(ready_write)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return "stopped"
+
+    def _recover(self, writer_pid: int | None = None) -> None:
+        """Take over what workers that are gone (all, or one) left in the spool."""
+        for line in self.spool.recover(writer_pid=writer_pid):
+            _say(f"worker {writer_pid}: {line}" if writer_pid else line)
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -174,8 +179,11 @@ class Supervisor:
             return
         index, started = self._children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
-        for path in self.spool.recover(writer_pid=pid):
-            log.info("removed a half-written spool file of worker %d: %s", pid, path)
+        try:
+            self._recover(pid)
+        except SpoolError as error:
+            # The other workers go on; the journal stays for the next start.
+            _say(f"cannot take over what worker {pid} left in the spool: {error}")
         if code == EXIT_STARTUP:
             raise ServeError("a worker could not start (see the messages above)")
         if code in (0, -signal.SIGINT):

@@ -191,14 +191,23 @@ class SmtpFrontend:
             self._pipeline, self._accept, envelope, content, per_recipient
         )
         # Spooled entries go to delivery even when the client is gone (aiosmtpd cancels the
-        # handler when the connection drops): once stored, nothing may sit locked unsent.
-        work.add_done_callback(self._hand_over)
-        accepted = await asyncio.shield(work)
-        return accepted.reply
+        # handler when the connection drops): once stored, nothing may sit unsent.
+        return await asyncio.shield(asyncio.ensure_future(self._reply_when_durable(work)))
 
-    def _hand_over(self, work: asyncio.Future[_Accepted]) -> None:
-        if not work.cancelled() and work.exception() is None:
-            self.on_spooled(work.result().claims)
+    async def _reply_when_durable(self, work: asyncio.Future[_Accepted]) -> str:
+        """The reply once the spooled entries are on disk; they go to delivery then. The
+        pipeline thread did not wait for the disk: it took the next message meanwhile."""
+        accepted = await work
+        durable = accepted.durable
+        if durable is not None and not durable.done():
+            await asyncio.wait([asyncio.wrap_future(durable)])
+        failure = durable.exception() if durable is not None else None
+        if failure is not None:
+            for claim in accepted.claims:
+                claim.release()  # not delivered: the sender was not told 250
+            return accepted.if_not_durable(_spool_failure(failure))
+        self.on_spooled(accepted.claims)
+        return accepted.reply
 
     def _accept(
         self, envelope: Callable[[], Envelope], content: bytes, per_recipient: bool
@@ -257,8 +266,11 @@ class SmtpFrontend:
         if refused and base.sender:
             # Accepted for some: the others are bounced, as an MTA does after 250.
             entries.append(self._dsn_entry(base, content, refused.values(), len(entries) + 1))
-        claims, failure = self._spool(entries)
-        return _Accepted(failure or f"250 2.0.0 OK queued as {base.id}", claims)
+        spooled = self._spool(entries)
+        if isinstance(spooled, str):
+            return _Accepted(spooled)
+        claims, durable = spooled
+        return _Accepted(f"250 2.0.0 OK queued as {base.id}", claims, durable)
 
     def _settle_lmtp(
         self,
@@ -266,18 +278,14 @@ class SmtpFrontend:
         entries: list[tuple[EntryMeta, bytes]],
         refused: dict[str, RecipientFailure],
     ) -> _Accepted:
-        claims, failure_reply = self._spool(entries) if entries else ([], None)
-        replies = []
-        for recipient in base.recipients:
-            failure = refused.get(recipient)
-            if failure is not None:
-                code = "451 4.7.1" if failure.temporary else "550 5.7.1"
-                replies.append(f"{code} <{recipient}>: {_one_line(failure.reason)}")
-            elif failure_reply is not None:
-                replies.append(failure_reply)
-            else:
-                replies.append(f"250 2.0.0 <{recipient}> OK queued as {base.id}")
-        return _Accepted("\r\n".join(replies), claims)
+        replies = functools.partial(_lmtp_replies, base, refused)
+        if not entries:
+            return _Accepted(replies(None))
+        spooled = self._spool(entries)
+        if isinstance(spooled, str):
+            return _Accepted(replies(spooled))
+        claims, durable = spooled
+        return _Accepted(replies(None), claims, durable, if_not_durable=replies)
 
     def _dsn_entry(
         self,
@@ -313,23 +321,55 @@ class SmtpFrontend:
         )
         return meta, dsn
 
-    def _spool(self, entries: list[tuple[EntryMeta, bytes]]) -> tuple[list[Claim], str | None]:
-        """Write the entries durably: their claims and None, or no claims and the 4xx reply."""
+    def _spool(
+        self, entries: list[tuple[EntryMeta, bytes]]
+    ) -> tuple[list[Claim], concurrent.futures.Future[None]] | str:
+        """Write the entries: their claims and the future of their durability, or the 4xx
+        reply when they could not be written."""
         try:
-            return self.spool.store(entries, claim=True), None
+            return self.spool.store_for_delivery(entries)
         except SpoolError as error:
-            log.error("cannot spool a message: %s", error)
-            if error.no_space:
-                return [], "452 4.3.1 Insufficient system storage, try again later"
-            return [], "451 4.3.0 Cannot queue the message, try again later"
+            return _spool_failure(error)
+
+
+def _spool_failure(error: BaseException) -> str:
+    log.error("cannot spool a message: %s", error)
+    if isinstance(error, SpoolError) and error.no_space:
+        return "452 4.3.1 Insufficient system storage, try again later"
+    return "451 4.3.0 Cannot queue the message, try again later"
+
+
+def _lmtp_replies(
+    base: Envelope, refused: dict[str, RecipientFailure], spool_failure: str | None
+) -> str:
+    """One reply line per recipient: its refusal, the spool's failure, or 250."""
+    replies = []
+    for recipient in base.recipients:
+        failure = refused.get(recipient)
+        if failure is not None:
+            code = "451 4.7.1" if failure.temporary else "550 5.7.1"
+            replies.append(f"{code} <{recipient}>: {_one_line(failure.reason)}")
+        elif spool_failure is not None:
+            replies.append(spool_failure)
+        else:
+            replies.append(f"250 2.0.0 <{recipient}> OK queued as {base.id}")
+    return "\r\n".join(replies)
+
+
+def _same(reply: str) -> str:
+    return reply
 
 
 @attrs.frozen
 class _Accepted:
-    """What became of one message: the reply, and its spooled entries, claimed for delivery."""
+    """What became of one message: the reply, and its spooled entries, claimed for delivery
+    once *durable* completes (the reply stands only then)."""
 
     reply: str
     claims: list[Claim] = attrs.Factory(list)
+    durable: concurrent.futures.Future[None] | None = None
+    #: The reply to send instead, given the spool's failure reply, if *durable* fails.
+    if_not_durable: Callable[[str], str] = _same
 
 
 class RelaySMTP(SMTP):

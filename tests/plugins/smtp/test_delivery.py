@@ -6,13 +6,15 @@ from __future__ import annotations
 import email
 import email.policy
 import getpass
+import socket
 import time
 
 import pytest
 
 from sealrelay.core.commands import CommandContext, CommandRegistry
 from sealrelay.exceptions import CommandError
-from sealrelay.spool.delivery import RetrySchedule
+from sealrelay.plugins.frontend_smtp import commands as queue_commands
+from sealrelay.spool.delivery import MaildirTransport, RetrySchedule
 from sealrelay.spool.store import EntryMeta, Spool
 from tests.plugins.smtp.harness import (
     Sink,
@@ -246,3 +248,64 @@ def test_queue_commands(tmp_path):
         with pytest.raises(CommandError, match="not a spool entry id"):
             registry.execute("queue delete", {"id": ["../../etc/passwd"]}, context)
         assert registry.execute("queue flush", {}, context).data == {"retried": [first]}
+
+
+def test_queue_commands_on_a_message_in_its_first_attempt(tmp_path, monkeypatch):
+    monkeypatch.setattr(queue_commands, "_CLAIM_WAIT", 0.6)
+    with socket.socket() as silent:  # a next hop that takes the connection and says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        config = smtp_config(
+            tmp_path,
+            silent.getsockname()[1],
+            smtp={"shutdown_timeout": 1},
+            delivery={"timeout": 60},
+        )
+        with running(config) as relay:
+            relay.send("alice@example.org", ["bob@example.net"], make_message("hanging"))
+            spool = Spool.for_config(config)
+            wait_until(lambda: [e.in_journal for e in spool.entries()] == [True], what="it")
+            registry = CommandRegistry.from_plugins(relay.plugins)
+            context = CommandContext(config=config, plugins=relay.plugins, actor="root")
+            listing = registry.execute("queue list", {}, context)
+            [row] = listing.data
+            assert (row["active"], row["first_attempt"], row["attempts"]) == (True, True, 0)
+            assert "(being delivered: first attempt)" in listing.text
+            shown = registry.execute("queue show", {"id": row["id"]}, context)
+            assert "Subject: hanging" in shown.data["headers"]
+            # Being tried right now: due already.
+            assert registry.execute("queue flush", {}, context).data == {"retried": [row["id"]]}
+            with pytest.raises(CommandError, match="is being delivered; try again"):
+                registry.execute("queue delete", {"id": [row["id"]]}, context)
+
+
+def test_a_first_attempt_that_fails_unexpectedly_is_kept_in_the_queue_for_a_retry(
+    tmp_path, monkeypatch
+):
+    """A bug in a transport must neither lose the message nor leave it in a worker's journal
+    where no scan and no queue command reaches it."""
+    real_send = MaildirTransport.send
+    calls: list[str] = []
+
+    async def flaky(self, meta, content, recipients):
+        calls.append(meta.id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the transport")
+        return await real_send(self, meta, content, recipients)
+
+    monkeypatch.setattr(MaildirTransport, "send", flaky)
+    config = config_for(tmp_path)
+    with running(config) as relay:
+        with relay.client() as client:
+            client.sendmail("alice@example.org", ["bob@example.net"], make_message("flaky"))
+        spool = Spool.for_config(config)
+        wait_until(
+            lambda: [(e.state.attempts, e.in_journal) for e in spool.entries()] == [(1, False)],
+            what="the failed attempt recorded in queue/",
+        )
+        [entry] = spool.entries()
+        assert entry.state.last_error == "the attempt failed (see the log)"
+        wait_until(lambda: len(maildir_messages(tmp_path / "outbox")) == 1, what="the retry")
+        relay.drain()
+    assert calls == [entry.meta.id, entry.meta.id]
+    assert Spool.for_config(config).entry_ids() == []

@@ -13,13 +13,14 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from sealrelay import Policy, RejectMessage, hookimpl
 from sealrelay.exceptions import ConfigError
-from sealrelay.spool.store import EntryMeta, Spool, SpoolError
+from sealrelay.spool.store import EntryMeta, Spool
 from tests.plugins.smtp.harness import (
     AlwaysEncrypt,
     Credentials,
@@ -389,41 +390,93 @@ def test_signing_impossible_defers_the_whole_smtp_transaction(tmp_path):
 # -- the spool: 250 means written and fsynced ---------------------------------------------
 
 
-def test_250_only_after_the_entry_and_the_directory_are_fsynced(tmp_path, monkeypatch):
-    # A next hop that is down, so the entry stays where the 250 put it.
+class SyncSpy:
+    """Records what os.fsync and os.fdatasync were called on: (path, size at the call)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, int]] = []
+        for name in ("fsync", "fdatasync"):
+            monkeypatch.setattr(os, name, self._spy(getattr(os, name)))
+
+    def _spy(self, real: Callable[[int], None]) -> Callable[[int], None]:
+        def spy(descriptor: int) -> None:
+            real(descriptor)
+            self.calls.append(
+                (os.readlink(f"/proc/self/fd/{descriptor}"), os.fstat(descriptor).st_size)
+            )
+
+        return spy
+
+
+def _send(relay: Relay, message: bytes) -> str:
+    with relay.client() as client:
+        client.ehlo()
+        client.mail("alice@example.org")
+        client.rcpt("bob@example.net")
+        code, text = client.data(message)
+    assert code == 250
+    return text.decode().rsplit(" ", 1)[1]
+
+
+def test_250_only_after_the_journal_record_and_its_file_are_synced(tmp_path, monkeypatch):
+    # A next hop that is down: the first attempt fails, and the entry moves into queue/.
     config = config_for(tmp_path, smtp={"next_hop": "smtp://127.0.0.1:9"})
-    synced: list[str] = []
-    real_fsync = os.fsync
+    spy = SyncSpy(monkeypatch)
+    message = make_message("durable")
+    with running(config) as relay:
+        spool = Spool.for_config(config)
+        transaction = _send(relay, message)
+        synced_before_the_250 = list(spy.calls)
+        [journal] = spool.journal_dir.iterdir()
+        data = journal.read_bytes()
+        record_end = data.index(message) + len(message)
+        # The journal file was synced up to the end of the record, and the directory that
+        # holds it since its creation, before the 250 came.
+        assert any(p == str(journal) and n >= record_end for p, n in synced_before_the_250)
+        assert str(spool.journal_dir) in [p for p, _ in synced_before_the_250]
+        wait_until(
+            lambda: [e.state.attempts for e in spool.entries()] == [1], what="the first attempt"
+        )
+        [entry] = spool.entries()
+        assert entry.meta.transaction == transaction
+        assert spool.content(entry.meta.id) == message
+        assert not entry.active  # in queue/ now, waiting for its next attempt
+    # The journal file goes once nothing in it is live: at the latest when the worker stops.
+    assert Spool.for_config(config).recover() == []
+    assert list(spool.journal_dir.iterdir()) == []
 
-    def spy(descriptor: int) -> None:
-        real_fsync(descriptor)
-        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
 
-    monkeypatch.setattr(os, "fsync", spy)
+def test_250_for_a_large_message_only_after_its_queue_file_and_directory_are_fsynced(
+    tmp_path, monkeypatch
+):
+    config = config_for(tmp_path, smtp={"next_hop": "smtp://127.0.0.1:9"})
+    spy = SyncSpy(monkeypatch)
+    message = make_message("large", body=("y" * 998 + "\r\n") * 300)  # over 256 KiB
     with running(config) as relay:
         queue = Spool.for_config(config).queue_dir
-        with relay.client() as client:
-            client.ehlo()
-            client.mail("alice@example.org")
-            client.rcpt("bob@example.net")
-            code, text = client.data(make_message("durable"))
-            assert code == 250
-            # At the moment of the 250: the file is in queue/, its data and the directory
-            # entry were fsynced (the data under its temporary name, before the rename).
-            [entry] = Spool.for_config(config).entry_ids()
-            assert text.decode().endswith(entry.rsplit("-", 1)[0])
-            assert any(path.endswith(f"/tmp/{entry}.{os.getpid()}.msg") for path in synced)
-            assert str(queue) in synced
-            assert (queue / f"{entry}.msg").read_bytes().endswith(make_message("durable"))
+        _send(relay, message)
+        synced = [path for path, _ in spy.calls]
+        # At the moment of the 250: the file is in queue/, its data and the directory entry
+        # were fsynced (the data under its temporary name, before the rename).
+        [entry] = Spool.for_config(config).entry_ids()
+        assert any(path.endswith(f"/tmp/{entry}.{os.getpid()}.msg") for path in synced)
+        assert str(queue) in synced
+        assert (queue / f"{entry}.msg").read_bytes().endswith(message)
+        assert list(Spool.for_config(config).journal_dir.iterdir()) == []
 
 
-def test_spool_write_failure_answers_452_and_leaves_nothing(tmp_path, monkeypatch):
-    with running(config_for(tmp_path)) as relay:
+@pytest.mark.parametrize("failing", ["writev", "fdatasync"])
+def test_spool_write_failure_answers_452_and_delivers_nothing(tmp_path, monkeypatch, failing):
+    """The disk is full when the journal is written, or when it is synced (a filesystem
+    that reserves blocks late): 452, and the message is neither kept nor delivered."""
+    config = config_for(tmp_path)
+    with running(config) as relay:
+        real = getattr(os, failing)
 
-        def full(self, entries, claim=False):
-            raise SpoolError("cannot write: No space left on device", no_space=True)
+        def full(*arguments: Any) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(Spool, "store", full)
+        monkeypatch.setattr(os, failing, full)
         with relay.client() as client:
             client.ehlo()
             client.mail("alice@example.org")
@@ -432,6 +485,12 @@ def test_spool_write_failure_answers_452_and_leaves_nothing(tmp_path, monkeypatc
                 452,
                 b"4.3.1 Insufficient system storage, try again later",
             )
+            monkeypatch.setattr(os, failing, real)
+            client.sendmail("alice@example.org", ["bob@example.net"], make_message("space"))
+        relay.drain()
+        [delivered] = maildir_messages(tmp_path / "outbox")
+        assert delivered["Subject"] == "space"
+    assert Spool.for_config(config).entry_ids() == []
 
 
 def test_disk_full_on_a_real_filesystem_answers_452(tmp_path):
@@ -647,22 +706,6 @@ def test_a_message_spooled_after_its_client_left_is_still_delivered(tmp_path):
         wait_until(lambda: len(maildir_messages(tmp_path / "outbox")) == 1, what="delivery")
         relay.drain()
         assert Spool.for_config(config).entry_ids() == []
-
-
-def test_entries_stored_for_delivery_come_back_claimed(tmp_path):
-    spool = Spool(tmp_path / "spool")
-    spool.prepare()
-    meta = EntryMeta(id="t-1", sender="", recipients=("a@b.c",), kind="dsn", received_at=0)
-    [claim] = spool.store([(meta, b"body")], claim=True)
-    assert claim.content == b"body"
-    assert spool.claim("t-1") is None  # locked from its creation on
-    claim.release()
-    again = spool.claim("t-1")
-    assert again is not None
-    assert again.content == b"body"
-    again.remove()
-    again.release()
-    assert spool.entry_ids() == []
 
 
 def test_a_certificate_that_cannot_be_loaded_is_a_config_error(tmp_path):

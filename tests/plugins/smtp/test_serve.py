@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,70 @@ def test_a_dead_worker_is_replaced(server, tmp_path):
             client.sendmail("alice@example.org", ["bob@example.net"], make_message(f"r{number}"))
     wait_until(lambda: len(maildir_messages(tmp_path / "outbox")) == 4, what="delivery")
     assert relay.terminate() == 0
+
+
+@contextlib.contextmanager
+def silent_next_hop() -> Iterator[int]:
+    """A next hop that takes connections and never says a word: deliveries hang there."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def _journaled_entry(relay: Server) -> str:
+    """Send one message; once it is being delivered, its spool entry id."""
+    with relay.client() as client:
+        client.sendmail("alice@example.org", ["bob@example.net"], make_message("hanging"))
+    spool = Spool.for_config(load_config(relay.config_path))
+    wait_until(lambda: [e.active for e in spool.entries()] == [True], what="the delivery")
+    [entry_id] = spool.entry_ids()
+    assert list(spool.queue_dir.iterdir()) == []  # in the worker's journal
+    return entry_id
+
+
+def _waiting_in_queue(relay: Server, entry_id: str) -> None:
+    spool = Spool.for_config(load_config(relay.config_path))
+    assert [(e.meta.id, e.active) for e in spool.entries()] == [(entry_id, False)]
+    assert spool.content(entry_id) == make_message("hanging")
+    assert list(spool.journal_dir.iterdir()) == []
+
+
+def test_a_stop_moves_a_delivery_in_flight_from_the_journal_to_the_queue(server, tmp_path):
+    with silent_next_hop() as port:
+        relay = server(
+            smtp={"workers": 1, "next_hop": f"smtp://127.0.0.1:{port}", "shutdown_timeout": 1},
+            delivery={"timeout": 60},
+        ).start()
+        entry_id = _journaled_entry(relay)
+        assert relay.terminate() == 0
+    assert b"moved 1 entries from 1 journal file(s) to queue/" in relay.stderr
+    _waiting_in_queue(relay, entry_id)
+    # The next start delivers it.
+    relay.document["smtp"]["next_hop"] = f"maildir:{tmp_path / 'outbox'}"
+    write_config(relay.config_path, relay.document)
+    relay.start()
+    wait_until(lambda: len(maildir_messages(tmp_path / "outbox")) == 1, what="delivery")
+    assert relay.terminate() == 0
+
+
+def test_a_dead_workers_journal_is_moved_to_the_queue(server):
+    with silent_next_hop() as port:
+        relay = server(
+            smtp={"workers": 1, "next_hop": f"smtp://127.0.0.1:{port}"},
+            delivery={"timeout": 60},
+        ).start()
+        entry_id = _journaled_entry(relay)
+        [worker] = relay.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        relay.wait_for_output(b"starting a new one")
+        relay.wait_for_output(b"moved 1 entries from 1 journal file(s) to queue/")
+        assert f"worker {worker}: moved".encode() in relay.stderr
+        # The new worker's scan takes it up again: being delivered, now from queue/.
+        spool = Spool.for_config(load_config(relay.config_path))
+        wait_until(lambda: [e.active for e in spool.entries()] == [True], what="a new attempt")
+        assert [p.name for p in spool.queue_dir.iterdir()] == [f"{entry_id}.msg"]
+        relay.kill_all()
 
 
 def test_a_port_in_use_is_a_clear_error(server):
