@@ -63,7 +63,7 @@ class SmtpConfig:
     #: Event-loop processes sharing the listening port (SO_REUSEPORT).
     workers: int = 2
     #: Threads per worker that run the pipelines and the spool write, off the event loop.
-    pipeline_threads: int = 2
+    pipeline_threads: int = 1
     #: Bytes of message data (SIZE); larger messages are refused with 552.
     max_message_size: int = 26214400
     max_recipients: int = 100
