@@ -3,8 +3,9 @@
 Both take mail on 127.0.0.1 and hand it to the same next hop (a minimal asyncio SMTP sink in
 its own process). The pass-through is what a minimal relay does: aiosmtpd in, aiosmtplib out over
 pooled connections, 250 once the next hop said 250. sealrelay runs the outbound pipeline (by
-default signing with RSA-2048 and encrypting to an RSA-2048 certificate), fsyncs the result
-into its spool, answers 250, and delivers from the spool with pooled connections. For 10 KB
+default signing with RSA-2048 and encrypting to an RSA-2048 certificate), syncs the result
+to disk in its spool (a worker's journal, or a file of its own for a large message), answers
+250, and delivers from the spool with pooled connections. For 10 KB
 and 1 MB messages over 1 and 8 client connections it reports messages/s, p50/p99 latency
 (command to 250, as the client sees it), the server side's CPU per message (and the part of it
 in the kernel), and sealrelay's ratios to the pass-through; with --rounds, each case is
@@ -504,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(arguments)
     results = run(options.seconds, options.workers, options.crypto, options.rounds)
     print()
-    print(f"sealrelay: {options.workers} workers, crypto: {options.crypto}, fsynced spool")
+    print(f"sealrelay: {options.workers} workers, crypto: {options.crypto}, synced spool")
     print(report(results))
     print(crypto_limit(options.seconds))
     return 0
