@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -494,8 +493,9 @@ def test_spool_write_failure_answers_452_and_delivers_nothing(tmp_path, monkeypa
     assert Spool.for_config(config).entry_ids() == []
 
 
-def _small_tmpfs(tmp_path: Path) -> Path:
-    """A 1 MB tmpfs to fill up (unmount it with ``umount -l``)."""
+@pytest.fixture
+def small_disk(tmp_path):
+    """A config whose data directory is a 1 MB tmpfs, and whose next hop is down."""
     if os.geteuid() != 0:
         pytest.skip("SKIPPED LOUDLY: mounting a 1 MB tmpfs needs root")
     mount = tmp_path / "small"
@@ -507,75 +507,63 @@ def _small_tmpfs(tmp_path: Path) -> Path:
     )
     if result.returncode != 0:
         pytest.skip(f"SKIPPED LOUDLY: cannot mount a tmpfs here: {result.stderr.decode()}")
-    return mount
-
-
-def test_disk_full_on_a_real_filesystem_answers_452(tmp_path):
-    mount = _small_tmpfs(tmp_path)
     try:
-        config = config_for(
+        yield config_for(
             tmp_path,
             storage={"data_dir": str(mount)},
             smtp={"next_hop": "smtp://127.0.0.1:9"},
         )
-        with running(config) as relay, relay.client() as client:
-            client.ehlo()
-            body = ("x" * 76 + "\r\n") * 5000  # 390 KB: two fit, the third does not
-            codes = []
-            for number in range(3):
-                client.mail("alice@example.org")
-                client.rcpt("bob@example.net")
-                codes.append(client.data(make_message(f"fill {number}", body)))
-            assert [c for c, _ in codes] == [250, 250, 452]
-            assert codes[2][1] == b"4.3.1 Insufficient system storage, try again later"
-            spool = Spool.for_config(config)
-            assert len(spool.entry_ids()) == 2
-            assert os.listdir(spool.tmp_dir) == []  # the half-written file was removed
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_disk_full_under_the_journal_answers_452_and_keeps_what_got_250(tmp_path):
+def _fill(client: smtplib.SMTP, body: str) -> list[tuple[int, bytes]]:
+    """Send messages with *body* until one is refused with 452 (20 at the most)."""
+    replies: list[tuple[int, bytes]] = []
+    client.ehlo()
+    while 452 not in [code for code, _ in replies] and len(replies) < 20:
+        client.mail("alice@example.org")
+        client.rcpt("bob@example.net")
+        replies.append(client.data(make_message(f"fill {len(replies)}", body)))
+    return replies
+
+
+def test_disk_full_on_a_real_filesystem_answers_452(small_disk):
+    with running(small_disk) as relay, relay.client() as client:
+        # 390 KB, written as queue/ files: two fit, the third does not.
+        codes = _fill(client, ("x" * 76 + "\r\n") * 5000)
+        assert [c for c, _ in codes] == [250, 250, 452]
+        assert codes[2][1] == b"4.3.1 Insufficient system storage, try again later"
+        spool = Spool.for_config(small_disk)
+        assert len(spool.entry_ids()) == 2
+        assert os.listdir(spool.tmp_dir) == []  # the half-written file was removed
+
+
+def test_disk_full_under_the_journal_answers_452_and_keeps_what_got_250(small_disk):
     """Small messages go into the worker's journal; the first attempt fails (the next hop is
     down) and copies each into queue/. The disk fills: first a copy fails (the message got its
     250 and stays in the journal), then the journal itself (452). When space comes back, the
     next scan moves what waited into queue/."""
-    mount = _small_tmpfs(tmp_path)
-    try:
-        config = config_for(
-            tmp_path,
-            storage={"data_dir": str(mount)},
-            smtp={"next_hop": "smtp://127.0.0.1:9"},
+    with running(small_disk) as relay, relay.client() as client:
+        # 180 KB: journal entries.
+        codes = [code for code, _ in _fill(client, ("x" * 76 + "\r\n") * 2300)]
+        accepted = codes.count(250)
+        assert codes == [250] * accepted + [452]
+        assert accepted >= 2
+        spool = Spool.for_config(small_disk)
+        wait_until(
+            lambda: sorted(e.state.attempts for e in spool.entries()) == [0] + [1] * (accepted - 1),
+            what="the first attempts",
         )
-        with running(config) as relay, relay.client() as client:
-            client.ehlo()
-            body = ("x" * 76 + "\r\n") * 2300  # 180 KB: a journal entry
-            codes = []
-            while 452 not in codes and len(codes) < 20:
-                client.mail("alice@example.org")
-                client.rcpt("bob@example.net")
-                codes.append(client.data(make_message(f"fill {len(codes)}", body))[0])
-            accepted = codes.count(250)
-            assert codes == [250] * accepted + [452]
-            assert accepted >= 2
-            spool = Spool.for_config(config)
-            wait_until(
-                lambda: (
-                    sorted(e.state.attempts for e in spool.entries()) == [0] + [1] * (accepted - 1)
-                ),
-                what="the first attempts",
-            )
-            assert len(spool.entry_ids()) == accepted  # every 250 kept, in queue/ or journal
-            # The last one's copy into queue/ did not fit: it waits in the journal.
-            assert [e.in_journal for e in spool.entries()].count(True) == 1
-            subprocess.run(["mount", "-o", "remount,size=8m", str(mount)], check=True)
-            wait_until(
-                lambda: [e.in_journal for e in spool.entries()] == [False] * accepted,
-                timeout=30,
-                what="everything in queue/",
-            )
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        assert len(spool.entry_ids()) == accepted  # every 250 kept, in queue/ or journal
+        # The last one's copy into queue/ did not fit: it waits in the journal.
+        assert [e.in_journal for e in spool.entries()].count(True) == 1
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk.data_dir)], check=True)
+        wait_until(
+            lambda: [e.in_journal for e in spool.entries()] == [False] * accepted,
+            timeout=30,
+            what="everything in queue/",
+        )
 
 
 def test_spool_store_is_all_or_nothing(tmp_path, monkeypatch):
