@@ -639,7 +639,7 @@ class DeliveryRunner:
                 await asyncio.wait(unfinished)
         await self._sweeper.stop()
         await self.transport.close()
-        self.spool.close()
+        await asyncio.to_thread(self.spool.close)  # syncs what the journal still holds
 
     async def drain(self) -> None:
         """Wait until the deliveries started so far are done (for tests and the demo)."""

@@ -249,13 +249,13 @@ class Spool:
             durable = journal.append(
                 [(meta.id, meta.to_json(), content) for meta, content in entries]
             )
-            return [JournalClaim(self, journal, meta, content) for meta, content in entries], (
-                durable
-            )
-        claims = self._store_files(entries, claim=True)
+            claims: list[Claim] = [
+                JournalClaim(self, journal, meta, content) for meta, content in entries
+            ]
+            return claims, durable
         written: Future[None] = Future()
         written.set_result(None)
-        return claims, written
+        return self._store_files(entries, claim=True), written
 
     def _own_journal(self) -> Journal:
         journal = self._journal

@@ -108,7 +108,7 @@ class Supervisor:
             self._supervise(ready_read, ready_write)
         finally:
             self._stop_children()
-            self._recover()  # what the workers' journals still hold waits in queue/
+            self._recover_after_exit()
             os.close(ready_read)
             os.close(ready_write)
             for sig, handler in previous.items():
@@ -119,6 +119,15 @@ class Supervisor:
         """Take over what workers that are gone (all, or one) left in the spool."""
         for line in self.spool.recover(writer_pid=writer_pid):
             _say(f"worker {writer_pid}: {line}" if writer_pid else line)
+
+    def _recover_after_exit(self, writer_pid: int | None = None) -> None:
+        """``_recover`` once workers (all, or one) have exited: a failure is told, and the
+        journals stay for the next start, while the other workers go on."""
+        try:
+            self._recover(writer_pid)
+        except SpoolError as error:
+            whose = f"worker {writer_pid}" if writer_pid else "the workers"
+            _say(f"cannot take over what {whose} left in the spool: {error}")
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -179,11 +188,7 @@ class Supervisor:
             return
         index, started = self._children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
-        try:
-            self._recover(pid)
-        except SpoolError as error:
-            # The other workers go on; the journal stays for the next start.
-            _say(f"cannot take over what worker {pid} left in the spool: {error}")
+        self._recover_after_exit(pid)
         if code == EXIT_STARTUP:
             raise ServeError("a worker could not start (see the messages above)")
         if code in (0, -signal.SIGINT):

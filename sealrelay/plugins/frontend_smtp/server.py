@@ -199,13 +199,15 @@ class SmtpFrontend:
         pipeline thread did not wait for the disk: it took the next message meanwhile."""
         accepted = await work
         durable = accepted.durable
-        if durable is not None and not durable.done():
-            await asyncio.wait([asyncio.wrap_future(durable)])
-        failure = durable.exception() if durable is not None else None
-        if failure is not None:
-            for claim in accepted.claims:
-                claim.release()  # not delivered: the sender was not told 250
-            return accepted.if_not_durable(_spool_failure(failure))
+        if durable is not None:
+            try:
+                if not durable.done():
+                    await asyncio.wrap_future(durable)
+                durable.result()
+            except SpoolError as error:
+                for claim in accepted.claims:
+                    claim.release()  # not delivered: the sender was not told 250
+                return accepted.if_not_durable(_spool_failure(error))
         self.on_spooled(accepted.claims)
         return accepted.reply
 
@@ -332,9 +334,9 @@ class SmtpFrontend:
             return _spool_failure(error)
 
 
-def _spool_failure(error: BaseException) -> str:
+def _spool_failure(error: SpoolError) -> str:
     log.error("cannot spool a message: %s", error)
-    if isinstance(error, SpoolError) and error.no_space:
+    if error.no_space:
         return "452 4.3.1 Insufficient system storage, try again later"
     return "451 4.3.0 Cannot queue the message, try again later"
 
