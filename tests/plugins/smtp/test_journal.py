@@ -277,3 +277,31 @@ def test_large_entries_and_entries_nobody_delivers_at_once_are_queue_files(spool
     spool.store([(meta(3), message(3))])
     assert sorted(p.name for p in spool.queue_dir.iterdir()) == ["t1-1.msg", "t2-1.msg", "t3-1.msg"]
     assert list(spool.journal_dir.iterdir()) == []
+
+
+def test_a_done_record_cut_short_hides_nothing_written_after_it(spool, monkeypatch):
+    [first] = deliver_at_once(spool, [(meta(1), message(1))])
+    size = journal_file(spool).stat().st_size
+    real_writev = os.writev
+
+    def full_disk(descriptor: int, parts: list[bytes]) -> int:
+        real_writev(descriptor, [parts[0][:5]])  # part of the record's head
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", full_disk)
+    with pytest.raises(SpoolError, match="No space left on device"):
+        first.remove(sync=False)
+    monkeypatch.setattr(os, "writev", real_writev)
+    assert journal_file(spool).stat().st_size == size
+    # Answered 250 after the failed done record: a replay must still find it.
+    deliver_at_once(spool, [(meta(2), message(2))])
+    spool.close()
+    assert Spool(spool.root).recover() == ["moved 2 entries from 1 journal file(s) to queue/"]
+    assert spool.entry_ids() == ["t1-1", "t2-1"]
+
+
+def test_a_replay_leaves_the_journal_of_a_live_writer_alone(spool):
+    deliver_at_once(spool, [(meta(1), message(1))])
+    # Another serve on the same spool, or a start-up that thinks every writer is gone.
+    assert Spool(spool.root).recover() == []
+    assert [(e.meta.id, e.in_journal) for e in spool.entries()] == [("t1-1", True)]
