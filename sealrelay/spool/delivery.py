@@ -482,6 +482,9 @@ class _Sweeper:
             claim.remove(sync=False)
         except SpoolError as error:
             log.error("%s", error)  # the entry stays; it is delivered again
+        except Exception:
+            # Whatever it is, this thread must go on removing the next ones.
+            log.exception("cannot remove the delivered entry %s", claim.meta.id)
         finally:
             claim.release()
             self._claims.task_done()
@@ -571,7 +574,7 @@ class DeliveryRunner:
                 state,
                 next_attempt=self._clock() + self.schedule.delay(attempts),
             )
-        except SpoolError as error:
+        except Exception as error:  # noqa: BLE001 - whatever failed, the scans go on
             log.error("cannot keep %s for a retry: %s", claim.meta.id, error)
             self._unsettled.append(claim)  # still in the journal; next scan
             return

@@ -26,10 +26,10 @@ the supervisor does it for a dead worker, and ``serve`` for all at start-up and 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import struct
@@ -42,6 +42,8 @@ from typing import Final
 
 import attrs
 
+
+log = logging.getLogger(__name__)
 
 #: A journal file is closed for appending once it is this big; deleted once nothing in it is
 #: live.
@@ -144,7 +146,8 @@ class Journal:
         self.pid = os.getpid()
         self._error = error
         self._lock = threading.Lock()
-        self._appended = threading.Condition(self._lock)
+        self._appended = threading.Condition(self._lock)  # wakes the syncing thread
+        self._sync_ended = threading.Condition(self._lock)  # wakes who waits for it
         self._current: _File | None = None
         # Files no longer appended to, oldest first. One goes only after every older one:
         # a file's done records may be about entries in an older one, which a replay would
@@ -154,7 +157,7 @@ class Journal:
         self._number = 0
         # What the next sync makes durable: the future it completes, the entries it covers,
         # and the file they are in when anything waits for it at all.
-        self._next_sync: Future[None] = Future()
+        self._next_sync = _unstoppable()
         self._next_ids: list[str] = []
         self._wanted_in: _File | None = None
         self._syncing: _File | None = None
@@ -188,10 +191,14 @@ class Journal:
         back (delivered twice, never lost)."""
         payload = "\n".join(entry_ids).encode("ascii")
         with self._lock:
-            file = self._writable(len(payload) + _HEAD.size)
-            # On failure the entries stay live, and are delivered once more after a replay.
-            self._write(file, [_head(DONE, (payload,)), payload])
-            self._forget(entry_ids)
+            try:
+                file = self._writable(len(payload) + _HEAD.size)
+                self._write(file, [_head(DONE, (payload,)), payload])
+            finally:
+                # Done with, even when that cannot be written: the files they are in may go,
+                # where a live entry would keep them and every later one. Until they go, a
+                # replay delivers the entries once more.
+                self._forget(entry_ids)
             synced = self._want_sync(file) if sync else None
         if synced is not None:
             synced.result()
@@ -235,23 +242,32 @@ class Journal:
         file.size += sum(len(part) for part in parts)
 
     def _writable(self, needed: int) -> _File:
-        current = self._current
-        if current is not None and (current.size == 0 or current.size + needed <= ROTATE_AT):
-            return current
-        if current is not None:
-            self._retire_synced(current)
-        return self._open_next()
+        while True:
+            current = self._current
+            if current is None:
+                return self._open_next()
+            if current.size == 0 or current.size + needed <= ROTATE_AT:
+                return current
+            self._retire_synced(current)  # may let go of the lock: look again
 
     def _retire_synced(self, file: _File) -> None:
         """Stop appending to *file* once all in it is durable: what waits for the next sync
-        was in it, so it is complete now."""
+        was in it, so it is complete now.
+
+        Never while the syncing thread syncs it: Linux reports a write-back error to one
+        sync of a file only, and the other would count lost data as durable. The wait lets
+        go of the lock, so another thread may have retired the file meanwhile."""
+        while self._syncing is file:
+            self._sync_ended.wait()
+        if file is not self._current:
+            return
         try:
             os.fdatasync(file.descriptor)
         except OSError as error:
             self._fail(file)
             raise self._error("sync", file.path, error) from None
         self._retire(file)
-        synced, self._next_sync, self._next_ids = self._next_sync, Future(), []
+        synced, self._next_sync, self._next_ids = self._next_sync, _unstoppable(), []
         self._wanted_in = None
         synced.set_result(None)
 
@@ -260,7 +276,7 @@ class Journal:
         next time: nothing appended to it can be trusted, and it takes no more records."""
         if file is self._current:
             waiting, ids = self._next_sync, self._next_ids
-            self._next_sync, self._next_ids, self._wanted_in = Future(), [], None
+            self._next_sync, self._next_ids, self._wanted_in = _unstoppable(), [], None
             self._forget(ids)
             waiting.set_exception(
                 self._error("sync", file.path, OSError(errno.EIO, "an earlier sync failed"))
@@ -311,9 +327,14 @@ class Journal:
             if file is self._syncing:
                 return  # the syncing thread calls again when it is done
             del self._retired[0]
-            os.close(file.descriptor)
-            with contextlib.suppress(FileNotFoundError):
+            try:
+                os.close(file.descriptor)
                 os.unlink(file.path)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                # Left on disk: a replay delivers its live entries once more, nothing worse.
+                log.warning("cannot delete the journal file %s: %s", file.path, error)
 
     # -- the syncing thread ---------------------------------------------------------------
 
@@ -330,7 +351,7 @@ class Journal:
         """One group commit: everything appended so far, in one fdatasync, with the lock let
         go meanwhile so that writers go on appending (for the next one)."""
         synced, ids = self._next_sync, self._next_ids
-        self._next_sync, self._next_ids, self._wanted_in = Future(), [], None
+        self._next_sync, self._next_ids, self._wanted_in = _unstoppable(), [], None
         self._syncing = file
         self._lock.release()
         try:
@@ -342,13 +363,28 @@ class Journal:
         finally:
             self._lock.acquire()
             self._syncing = None
-        if failure is None:
-            self._drop_finished()
-            synced.set_result(None)
-            return
-        self._forget(ids)
-        self._fail(file)
-        synced.set_exception(self._error("sync", file.path, failure))
+            self._sync_ended.notify_all()
+        try:
+            if failure is None:
+                self._drop_finished()
+            else:
+                self._forget(ids)
+                self._fail(file)
+        finally:
+            # Whatever else went wrong, no writer may wait for ever.
+            if failure is None:
+                synced.set_result(None)
+            else:
+                synced.set_exception(self._error("sync", file.path, failure))
+
+
+def _unstoppable() -> Future[None]:
+    """A future for writers to wait on that none of them can cancel: many share it, and the
+    syncing thread must be able to complete it (asyncio cancels the future it wraps when the
+    task that awaits it is cancelled)."""
+    future: Future[None] = Future()
+    future.set_running_or_notify_cancel()
+    return future
 
 
 def _write_all(descriptor: int, parts: Sequence[bytes]) -> None:

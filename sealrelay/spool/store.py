@@ -393,9 +393,9 @@ class Spool:
                 for entry_id, payload in live_entries(records).items()
                 if entry_id not in queued
             }
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, KeyError) as error:
             raise SpoolError(
-                f"damaged journal entry in {self.journal_dir}: {error}; move the journal "
+                f"damaged journal entry in {self.journal_dir}: {error!r}; move the journal "
                 "file away to start, and deliver what is in it by hand"
             ) from None
 
@@ -479,7 +479,8 @@ class Spool:
         except FileNotFoundError:
             journaled = self._journaled() if journaled is None else journaled
             if entry_id not in journaled:
-                return None
+                # Moved from a journal into queue/ between the two looks, or gone.
+                return self._entry(entry_id, {}) if path.exists() else None
             meta, content = journaled[entry_id]
             # In its first attempt, right now: due since it came.
             return QueuedEntry(
@@ -509,6 +510,8 @@ class Spool:
             journaled = self._journaled()
             if entry_id in journaled:
                 return journaled[entry_id][1]
+            if self.msg_path(entry_id).exists():  # moved into queue/ between the two looks
+                return self.content(entry_id)
             raise SpoolError(f"no spool entry {entry_id}") from None
 
     def wait_claim(self, entry_id: str, timeout: float) -> Claim:
@@ -522,7 +525,7 @@ class Spool:
                 # Reading the journals costs more than a look at queue/: not every round.
                 now = time.monotonic()
                 if now - journal_looked_at >= _JOURNAL_POLL:
-                    if entry_id not in self._journaled():
+                    if entry_id not in self._journaled() and not self.msg_path(entry_id).exists():
                         raise SpoolError(f"no spool entry {entry_id} (see `sealrelay queue list`)")
                     journal_looked_at = now
             claim = self.claim(entry_id)

@@ -125,7 +125,7 @@ class Supervisor:
         journals stay for the next start, while the other workers go on."""
         try:
             self._recover(writer_pid)
-        except SpoolError as error:
+        except (SpoolError, OSError) as error:
             whose = f"worker {writer_pid}" if writer_pid else "the workers"
             _say(f"cannot take over what {whose} left in the spool: {error}")
 

@@ -50,7 +50,7 @@ def spool(tmp_path):
 def deliver_at_once(spool: Spool, entries: list[tuple[EntryMeta, bytes]]) -> list[Claim]:
     """Spool entries as the front end does for delivery by itself; once they are durable."""
     claims, durable = spool.store_for_delivery(entries)
-    durable.result()
+    durable.result(timeout=30)  # a journal whose thread died fails here, without hanging
     return claims
 
 
@@ -305,3 +305,93 @@ def test_a_replay_leaves_the_journal_of_a_live_writer_alone(spool):
     # Another serve on the same spool, or a start-up that thinks every writer is gone.
     assert Spool(spool.root).recover() == []
     assert [(e.meta.id, e.in_journal) for e in spool.entries()] == [("t1-1", True)]
+
+
+def test_no_two_syncs_of_one_journal_file_run_at_once(spool, monkeypatch):
+    """Linux reports a write-back error to one sync of a file only: a rotation that synced the
+    file while the journal's thread did too could count lost data as durable."""
+    monkeypatch.setattr(journal_module, "ROTATE_AT", 3 * len(message(1)))
+    real_fdatasync = os.fdatasync
+    active: set[int] = set()
+    overlaps: list[int] = []
+    guard = threading.Lock()
+
+    def watched(descriptor: int) -> None:
+        with guard:
+            if descriptor in active:
+                overlaps.append(descriptor)
+            active.add(descriptor)
+        time.sleep(0.002)
+        real_fdatasync(descriptor)
+        with guard:
+            active.discard(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+
+    def writer(thread: int) -> None:
+        for number in range(thread * 100, thread * 100 + 25):
+            [claim] = deliver_at_once(spool, [(meta(number), message(number))])
+            claim.remove(sync=False)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    assert spool.entry_ids() == []
+
+
+def test_a_waiter_cannot_cancel_a_sync_that_others_share(spool, monkeypatch):
+    release = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def slow_disk(descriptor: int) -> None:
+        release.wait(5)
+        real_fdatasync(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", slow_disk)
+    _, first = spool.store_for_delivery([(meta(1), message(1))])
+    _, second = spool.store_for_delivery([(meta(2), message(2))])
+    # asyncio cancels the future it wraps when the task awaiting it is cancelled (a client
+    # gone, a worker stopping): the other writers' wait must not end with it.
+    assert not first.cancel()
+    release.set()
+    assert first.result(5) is None
+    assert second.result(5) is None
+
+
+def test_a_journal_file_that_cannot_be_deleted_stops_nobody(spool, monkeypatch):
+    monkeypatch.setattr(journal_module, "ROTATE_AT", 2 * len(message(1)))
+    real_unlink = os.unlink
+
+    def read_only(path: str) -> None:
+        if str(path).endswith(".jnl"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    for number in range(1, 8):
+        [claim] = deliver_at_once(spool, [(meta(number), message(number))])
+        claim.remove(sync=False)
+    assert spool.entry_ids() == []
+    assert len(list(spool.journal_dir.iterdir())) > 1  # left behind, with nothing live
+
+
+def test_entries_whose_done_record_failed_do_not_keep_their_file(spool, monkeypatch):
+    monkeypatch.setattr(journal_module, "ROTATE_AT", 2 * len(message(1)))
+    [first] = deliver_at_once(spool, [(meta(1), message(1))])
+    real_writev = os.writev
+
+    def full_disk(descriptor: int, parts: list[bytes]) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", full_disk)
+    with pytest.raises(SpoolError):
+        first.remove(sync=False)
+    monkeypatch.setattr(os, "writev", real_writev)
+    for number in range(2, 8):
+        [claim] = deliver_at_once(spool, [(meta(number), message(number))])
+        claim.remove(sync=False)
+    # Delivered, if not recorded: the first file goes like the others.
+    assert len(list(spool.journal_dir.iterdir())) == 1
