@@ -54,6 +54,15 @@ def deliver_at_once(spool: Spool, entries: list[tuple[EntryMeta, bytes]]) -> lis
     return claims
 
 
+def in_threads(work: Callable[[int], None], count: int) -> None:
+    """Run ``work(0)`` to ``work(count - 1)`` at once, each in a thread, and wait for all."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def journal_file(spool: Spool):
     [path] = spool.journal_dir.iterdir()
     return path
@@ -194,11 +203,7 @@ def test_threads_appending_at_once_share_syncs_and_each_waits_for_one_that_cover
             if synced_upto[0] < data.index(message(number)) + len(message(number)):
                 early.append(number)  # answered before a sync covered it
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(writer, 8)
     assert early == []
     assert len(spool.entry_ids()) == 160
     assert len(syncs) <= 80, f"{len(syncs)} syncs for 160 appends: no group commit"
@@ -333,11 +338,7 @@ def test_no_two_syncs_of_one_journal_file_run_at_once(spool, monkeypatch):
             [claim] = deliver_at_once(spool, [(meta(number), message(number))])
             claim.remove(sync=False)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(writer, 6)
     assert overlaps == []
     assert spool.entry_ids() == []
 
