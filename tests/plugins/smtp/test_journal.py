@@ -252,21 +252,29 @@ def test_a_failed_sync_answers_4xx_and_the_journal_goes_on_in_a_new_file(spool, 
     assert spool.entry_ids() == ["t3-1"]
 
 
-def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_record(spool, monkeypatch):
-    deliver_at_once(spool, [(meta(1), message(1))])
+@pytest.mark.parametrize("record", ["entry", "done"])
+def test_a_record_cut_short_by_a_full_disk_is_cut_back_and_hides_nothing_after_it(
+    spool, monkeypatch, record
+):
+    [first] = deliver_at_once(spool, [(meta(1), message(1))])
     size = journal_file(spool).stat().st_size
     real_writev = os.writev
 
     def full_disk(descriptor: int, parts: list[bytes]) -> int:
-        real_writev(descriptor, [parts[0]])  # the record's head fitted, the rest did not
+        real_writev(descriptor, [parts[0][:5]])  # part of the record's head fitted
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    write = {
+        "entry": lambda: deliver_at_once(spool, [(meta(2), message(2))]),
+        "done": lambda: first.remove(sync=False),
+    }[record]
     monkeypatch.setattr(os, "writev", full_disk)
     with pytest.raises(SpoolError, match="No space left on device") as error:
-        deliver_at_once(spool, [(meta(2), message(2))])
+        write()
     assert error.value.no_space
     monkeypatch.setattr(os, "writev", real_writev)
     assert journal_file(spool).stat().st_size == size
+    # Answered 250 after the failed write: a replay must find it.
     deliver_at_once(spool, [(meta(3), message(3))])
     spool.close()
     assert Spool(spool.root).recover() == ["moved 2 entries from 1 journal file(s) to queue/"]
@@ -282,27 +290,6 @@ def test_large_entries_and_entries_nobody_delivers_at_once_are_queue_files(spool
     spool.store([(meta(3), message(3))])
     assert sorted(p.name for p in spool.queue_dir.iterdir()) == ["t1-1.msg", "t2-1.msg", "t3-1.msg"]
     assert list(spool.journal_dir.iterdir()) == []
-
-
-def test_a_done_record_cut_short_hides_nothing_written_after_it(spool, monkeypatch):
-    [first] = deliver_at_once(spool, [(meta(1), message(1))])
-    size = journal_file(spool).stat().st_size
-    real_writev = os.writev
-
-    def full_disk(descriptor: int, parts: list[bytes]) -> int:
-        real_writev(descriptor, [parts[0][:5]])  # part of the record's head
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "writev", full_disk)
-    with pytest.raises(SpoolError, match="No space left on device"):
-        first.remove(sync=False)
-    monkeypatch.setattr(os, "writev", real_writev)
-    assert journal_file(spool).stat().st_size == size
-    # Answered 250 after the failed done record: a replay must still find it.
-    deliver_at_once(spool, [(meta(2), message(2))])
-    spool.close()
-    assert Spool(spool.root).recover() == ["moved 2 entries from 1 journal file(s) to queue/"]
-    assert spool.entry_ids() == ["t1-1", "t2-1"]
 
 
 def test_a_replay_leaves_the_journal_of_a_live_writer_alone(spool):
