@@ -562,17 +562,17 @@ class DeliveryRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.scan_interval)
 
     async def _keep(self, claim: Claim) -> None:
-        """Record a failed attempt of a journal entry, which moves it into queue/: due again
-        after the usual delay, and in reach of the queue commands."""
-        attempts = claim.state.attempts + 1
-        state = attrs.evolve(
-            claim.state, attempts=attempts, last_error="the attempt failed (see the log)"
-        )
+        """Record the first attempt of a journal entry that failed, or whose outcome could not
+        be written, which moves it into queue/: due again after the usual delay, and in
+        reach of the queue commands."""
+        state = claim.state
+        if not state.attempts:  # the attempt raised before its outcome was known
+            state = attrs.evolve(state, attempts=1, last_error="the attempt failed (see the log)")
         try:
             await asyncio.to_thread(
                 claim.save_state,
                 state,
-                next_attempt=self._clock() + self.schedule.delay(attempts),
+                next_attempt=self._clock() + self.schedule.delay(state.attempts),
             )
         except Exception as error:  # noqa: BLE001 - whatever failed, the scans go on
             log.error("cannot keep %s for a retry: %s", claim.meta.id, error)

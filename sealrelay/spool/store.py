@@ -665,11 +665,14 @@ class JournalClaim(Claim):
         return self._queued is None and not self._removed
 
     def save_state(self, state: EntryState, *, next_attempt: float) -> None:
+        # Held in memory even when it cannot be written: a retry of this save starts from the
+        # outcome the attempt reached, not from nothing (which would send again to recipients
+        # that have the message).
+        self.state = state
         if self._queued is None:
             [self._queued] = self.spool._store_files([(self.meta, self.content)], claim=True)
             self._mark_done(sync=False)  # in queue/ for good: a replay skips it anyway
         self._queued.save_state(state, next_attempt=next_attempt)
-        self.state = state
 
     def remove(self, *, sync: bool = True) -> None:
         if self._queued is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import errno
 import getpass
+import os
 import socket
 import time
 
@@ -309,3 +311,48 @@ def test_a_first_attempt_that_fails_unexpectedly_is_kept_in_the_queue_for_a_retr
         relay.drain()
     assert calls == [entry.meta.id, entry.meta.id]
     assert Spool.for_config(config).entry_ids() == []
+
+
+def test_an_outcome_that_cannot_be_written_is_kept_and_sends_nothing_twice(
+    tmp_path, sink, monkeypatch
+):
+    """The first attempt reaches bob and not carol (451), and the disk refuses the copy into
+    queue/ that would record it. The next scan writes that outcome: bob does not get the
+    message again, carol does once she can."""
+    sink.refuse_rcpt = lambda address: "451 4.3.0 later" if address == "carol@example.net" else None
+    real_rename = os.rename
+    refused: list[str] = []
+
+    def full_once(source, target) -> None:
+        if str(target).endswith(".msg") and not refused:
+            refused.append(str(target))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", full_once)
+    config = smtp_config(tmp_path, sink.port)
+    with running(config) as relay:
+        relay.send(
+            "alice@example.org", ["bob@example.net", "carol@example.net"], make_message("kept")
+        )
+        spool = Spool.for_config(config)
+        wait_until(
+            lambda: (
+                [(e.in_journal, e.state.delivered) for e in spool.entries()]
+                == [(False, ("bob@example.net",))]
+            ),
+            what="the outcome written on a later scan",
+        )
+        assert refused
+        [entry] = spool.entries()
+        assert (entry.state.attempts, entry.state.pending(entry.meta)) == (1, ["carol@example.net"])
+        assert "451 4.3.0 later" in entry.state.last_error
+        sink.refuse_rcpt = lambda address: None
+        registry = CommandRegistry.from_plugins(relay.plugins)
+        context = CommandContext(config=config, plugins=relay.plugins, actor="root")
+        registry.execute("queue retry", {"id": [entry.meta.id]}, context)
+        wait_until(lambda: spool.entry_ids() == [], what="delivery to carol")
+    assert [recipients for _, recipients, _ in sink.received] == [
+        ["bob@example.net"],
+        ["carol@example.net"],
+    ]
