@@ -40,6 +40,7 @@ from sealrelay.core.config import Config
 from sealrelay.exceptions import SealrelayError
 from sealrelay.spool.journal import (
     Journal,
+    Record,
     fsync_directory,
     journal_files,
     live_entries,
@@ -378,14 +379,16 @@ class Spool:
 
     # -- recovery and administration ------------------------------------------------------
 
-    def _journaled(
-        self, paths: Iterable[str | Path] | None = None
-    ) -> dict[str, tuple[EntryMeta, bytes]]:
-        """Entries still in journal files (all, or *paths*), not yet in ``queue/``."""
+    def _journaled(self) -> dict[str, tuple[EntryMeta, bytes]]:
+        """Entries still in the journals, not yet in ``queue/``."""
         records = []
-        for path in journal_files(self.journal_dir) if paths is None else paths:
+        for path in journal_files(self.journal_dir):
             with contextlib.suppress(FileNotFoundError):  # its writer deleted it meanwhile
                 records += read_records(path)[0]
+        return self._not_queued(records)
+
+    def _not_queued(self, records: Sequence[Record]) -> dict[str, tuple[EntryMeta, bytes]]:
+        """The live entries of journal records that are not in ``queue/`` (yet)."""
         queued = set(self._queued_ids())
         try:
             return {
@@ -431,12 +434,14 @@ class Spool:
             if not held:
                 return []
             done = []
+            records: list[Record] = []
             for path in held:
-                _, torn = read_records(path)
+                in_file, torn = read_records(path)
+                records += in_file
                 if torn:
                     # Written as the writer or the machine died, before anyone heard 250.
                     done.append(f"ignored {torn} bytes at the end of {path}: an unfinished write")
-            entries = list(self._journaled(held).values())
+            entries = list(self._not_queued(records).values())
             if entries:
                 self._store_files(entries, claim=False)
                 done.append(

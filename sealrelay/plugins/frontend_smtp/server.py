@@ -1,7 +1,7 @@
 """The SMTP/LMTP listener: aiosmtpd with a chunked DATA reader, limits, AUTH and the spool.
 
 Replies follow RFC 5321 and RFC 3463; every failure after DATA is answered 4xx or 5xx, and 250
-only once the processed message is fsynced in the spool.
+only once the processed message is synced to disk in the spool.
 """
 
 from __future__ import annotations
