@@ -293,7 +293,10 @@ class Spool:
                     descriptors.append(descriptor)
             for path, (meta, _) in zip(temporary, entries, strict=True):
                 target = self.entry_file(meta.id, ".msg")
-                os.rename(path, target)
+                try:
+                    os.rename(path, target)
+                except OSError as error:
+                    raise _spool_error("move into the queue", path, error) from None
                 written.append(target)
             try:
                 fsync_directory(self._queue)

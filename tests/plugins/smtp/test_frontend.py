@@ -20,7 +20,7 @@ import pytest
 
 from sealrelay import Policy, RejectMessage, hookimpl
 from sealrelay.exceptions import ConfigError
-from sealrelay.spool.store import EntryMeta, Spool
+from sealrelay.spool.store import EntryMeta, Spool, SpoolError
 from tests.plugins.smtp.harness import (
     AlwaysEncrypt,
     Credentials,
@@ -583,8 +583,9 @@ def test_spool_store_is_all_or_nothing(tmp_path, monkeypatch):
         real_rename(source, target)
 
     monkeypatch.setattr(os, "rename", rename)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(SpoolError, match="No space") as error:
         spool.store(entries)
+    assert error.value.no_space  # 452, as for any other write of the spool
     assert spool.entry_ids() == []
     assert os.listdir(spool.tmp_dir) == []
 
